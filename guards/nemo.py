@@ -1,0 +1,86 @@
+"""`NemoGuard`: the Guard role served by NeMo Guardrails' `LLMRails.check_async`.
+
+The runtime drives generation and streaming itself and asks NeMo only for verdicts (input rails
+before generation, output rails on the answer), so NeMo never generates the answer. The config
+folder is a normal NeMo config; its `main` model is the runtime's engine via the `ripple` provider.
+Rails of other kinds (dialog, retrieval) are not run here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from guards import DEFAULT_CONFIG
+from guards.actions import ACTIONS
+from guards.llm import ChatFn, bind_provider
+from guards.protocol import Message, Verdict
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DEFAULT_CONFIG", "NemoGuard"]
+
+
+class NemoGuard:
+    def __init__(self, config_dir: Path, chat: ChatFn, *, model_name: str = "ripple") -> None:
+        self._config_dir = config_dir
+        self._chat = chat
+        self._model_name = model_name
+        self._rails = None
+        self._has_input = False
+        self._has_output = False
+
+    async def start(self) -> None:
+        from nemoguardrails import LLMRails, RailsConfig
+
+        if not (self._config_dir / "config.yml").is_file():
+            raise FileNotFoundError(
+                f"no NeMo config at {self._config_dir}/config.yml: set RIPPLE_GUARDS_CONFIG to a NeMo "
+                "Guardrails config folder (see guards/config)"
+            )
+        config = RailsConfig.from_path(str(self._config_dir))
+        for model in config.models:
+            if model.engine == "ripple":
+                model.model = self._model_name
+        bind_provider(self._chat)
+        rails = LLMRails(config)
+        for name, fn in ACTIONS.items():
+            rails.register_action(fn, name=name)
+        self._has_input = bool(config.rails.input.flows)
+        self._has_output = bool(config.rails.output.flows)
+        self._rails = rails
+        logger.info("rails ready: input=%s output=%s", config.rails.input.flows, config.rails.output.flows)
+
+    async def close(self) -> None:
+        self._rails = None
+
+    @property
+    def ready(self) -> bool:
+        return self._rails is not None
+
+    @property
+    def has_output_rails(self) -> bool:
+        return self._has_output
+
+    async def check_input(self, messages: Sequence[Message]) -> Verdict:
+        if not self._has_input:
+            return Verdict.ok()
+        return await self._check([dict(m) for m in messages], "input")
+
+    async def check_output(self, messages: Sequence[Message], answer: str) -> Verdict:
+        if not self._has_output:
+            return Verdict.ok()
+        return await self._check([*(dict(m) for m in messages), {"role": "assistant", "content": answer}], "output")
+
+    async def _check(self, messages: list[dict[str, str]], kind: str) -> Verdict:
+        from nemoguardrails.rails.llm.options import RailStatus, RailType
+
+        if self._rails is None:
+            raise RuntimeError("NemoGuard.start() was not called")
+        result = await self._rails.check_async(messages, rail_types=[RailType(kind)])
+        if result.status == RailStatus.BLOCKED:
+            return Verdict(allowed=False, rail=result.rail)
+        if result.status == RailStatus.MODIFIED:
+            return Verdict(allowed=True, rail=result.rail, content=result.content)
+        return Verdict.ok()

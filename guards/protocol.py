@@ -1,0 +1,43 @@
+"""The `Guard` role: what the runtime asks of any rails implementation, and its verdict.
+
+A verdict is data, not an exception: a refused request is answered normally with
+`finish_reason: "content_filter"`. Retrieval rails and streaming windows live with their callers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+Message = Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    allowed: bool
+    rail: str | None = None
+    content: str | None = None
+    """The content after the rails, when a rail modified it (masking, say)."""
+
+    @classmethod
+    def ok(cls) -> Verdict:
+        return cls(allowed=True)
+
+
+class Guard(Protocol):
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    @property
+    def ready(self) -> bool: ...
+
+    @property
+    def has_output_rails(self) -> bool:
+        """False when answers need no output check (then streaming passes tokens straight through)."""
+        ...
+
+    async def check_input(self, messages: Sequence[Message]) -> Verdict: ...
+
+    async def check_output(self, messages: Sequence[Message], answer: str) -> Verdict: ...

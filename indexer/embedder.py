@@ -1,0 +1,100 @@
+"""The `Embedder` role: text in, unit vectors out. Real: sentence-transformers; fake: hashing.
+
+The real embedder loads in `start()` (never in `__init__`), runs on CPU or CUDA, and batches.
+Query and document encoding are the same call for all-MiniLM-L6-v2 (a symmetric model).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+
+class Embedder(Protocol):
+    @property
+    def model_id(self) -> str: ...
+
+    @property
+    def dimension(self) -> int: ...
+
+    def start(self) -> None: ...
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]: ...
+
+
+class SentenceTransformerEmbedder:
+    def __init__(self, model: str, *, name: str | None = None, device: str | None = None, batch_size: int = 64) -> None:
+        self._model_path = model
+        self._name = name or model
+        self._device = device
+        self._batch_size = batch_size
+        self._model: Any = None
+
+    @property
+    def model_id(self) -> str:
+        """The name stored with every vector (a hub id or the folder), so mixed models can be detected."""
+        return self._name
+
+    def start(self) -> None:
+        if self._model is not None:
+            return
+        from sentence_transformers import SentenceTransformer
+
+        self._model = SentenceTransformer(self._model_path, device=self._device)
+
+    @property
+    def dimension(self) -> int:
+        dim = self._loaded().get_embedding_dimension()
+        if dim is None:
+            raise RuntimeError(f"{self._model_path} does not report an embedding dimension")
+        return int(dim)
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        vectors = self._loaded().encode(
+            list(texts),
+            batch_size=self._batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return [list(map(float, v)) for v in vectors]
+
+    def _loaded(self) -> Any:
+        if self._model is None:
+            raise RuntimeError("SentenceTransformerEmbedder.start() was not called")
+        return self._model
+
+
+_WORD = re.compile(r"\w+")
+
+
+class HashingEmbedder:
+    """A fake for tests: bag of hashed words, so texts sharing words score high. No model."""
+
+    def __init__(self, dimension: int = 64) -> None:
+        self._dimension = dimension
+
+    @property
+    def model_id(self) -> str:
+        return f"hashing-{self._dimension}"
+
+    @property
+    def dimension(self) -> int:
+        return self._dimension
+
+    def start(self) -> None:
+        pass
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        out = []
+        for text in texts:
+            vec = [0.0] * self._dimension
+            for word in _WORD.findall(text.lower()):
+                h = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=4).digest(), "big")
+                vec[h % self._dimension] += 1.0
+            norm = math.sqrt(sum(x * x for x in vec)) or 1.0
+            out.append([x / norm for x in vec])
+        return out

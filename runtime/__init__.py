@@ -1,0 +1,1 @@
+"""Ripple runtime: the FastAPI server, the generators and the command line."""

@@ -1,0 +1,230 @@
+"""HTTP routes: a thin layer over `ChatService`, plus the error table and SSE streaming.
+
+Errors before the first byte are JSON with their status from `runtime.errors`; after it they are
+an SSE `error` event followed by `[DONE]`, never an exception escaping the stream. Every stream
+closes the generation in `finally`, which aborts the engine request when the client left.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+
+from runtime import sse
+from runtime.admission import Admission, SlotStreamingResponse
+from runtime.chat import ChatService, FinishEvent, TextEvent
+from runtime.errors import BadRequestError, RippleError
+from runtime.schemas import ChatCompletionRequest, Citation, RetrieveRequest, chunk_payload
+
+logger = logging.getLogger(__name__)
+router = APIRouter()
+
+
+def get_service(request: Request) -> ChatService:
+    return request.app.state.service  # type: ignore[no-any-return]
+
+
+Service = Annotated[ChatService, Depends(get_service)]
+
+
+def citations(event: FinishEvent) -> list[dict[str, Any]]:
+    return [
+        Citation(
+            index=i,
+            source=p.source,
+            chunk_id=p.chunk_id,
+            doc_id=p.doc_id,
+            heading=p.heading,
+            score=round(p.score, 4),
+            start=p.start,
+            end=p.end,
+            text=p.text,
+        ).model_dump()
+        for i, p in enumerate(event.citations, start=1)
+    ]
+
+
+def usage(event: FinishEvent) -> dict[str, int]:
+    return {
+        "prompt_tokens": event.prompt_tokens,
+        "completion_tokens": event.completion_tokens,
+        "total_tokens": event.prompt_tokens + event.completion_tokens,
+    }
+
+
+@router.post("/v1/chat/completions", response_model=None)
+async def chat_completions(body: ChatCompletionRequest, request: Request, service: Service) -> Response:
+    arrived = time.perf_counter()
+    admission: Admission = request.app.state.admission
+    admission.acquire()
+    try:
+        return await _answer(body, service, admission, arrived)
+    except BaseException:
+        service.metrics.requests.labels("error").inc()
+        admission.release()
+        raise
+
+
+async def _answer(body: ChatCompletionRequest, service: ChatService, admission: Admission, arrived: float) -> Response:
+    request_id = uuid.uuid4().hex
+    logger.info("chat completion %s (stream=%s)", request_id, body.stream)
+    prepared = await service.prepare(body)
+    completion_id, created, model = f"chatcmpl-{request_id}", int(time.time()), service.generator.model_id
+    events = service.events(prepared, request_id, stream=body.stream)
+    if not body.stream:
+        async with aclosing(events) as stream:
+            text, finish = [], None
+            async for ev in stream:
+                if isinstance(ev, TextEvent):
+                    text.append(ev.text)
+                else:
+                    finish = ev
+        assert finish is not None
+        service.metrics.request_seconds.observe(time.perf_counter() - arrived)
+        service.metrics.requests.labels("ok").inc()
+        admission.release()
+        return JSONResponse(
+            {
+                "id": completion_id,
+                "object": "chat.completion",
+                "created": created,
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": "".join(text)},
+                        "logprobs": None,
+                        "finish_reason": finish.finish_reason,
+                    }
+                ],
+                "usage": usage(finish),
+                "citations": citations(finish),
+                "dropped_sources": finish.dropped_sources,
+            }
+        )
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+
+    async def frames() -> AsyncIterator[bytes]:
+        first, status = True, "ok"
+        try:
+            async with aclosing(events) as stream:
+                async for ev in stream:
+                    if isinstance(ev, TextEvent):
+                        # The first chunk carries the role and the first text: no early role-only chunk.
+                        delta = {"role": "assistant", "content": ev.text} if first else {"content": ev.text}
+                        if first:
+                            service.metrics.ttft_seconds.observe(time.perf_counter() - arrived)
+                            first = False
+                        yield sse.event(
+                            chunk_payload(
+                                completion_id=completion_id,
+                                created=created,
+                                model=model,
+                                delta=delta,
+                                finish_reason=None,
+                            )
+                        )
+                    else:
+                        last = chunk_payload(
+                            completion_id=completion_id,
+                            created=created,
+                            model=model,
+                            delta={},
+                            finish_reason=ev.finish_reason,
+                        )
+                        last["citations"] = citations(ev)
+                        last["dropped_sources"] = ev.dropped_sources
+                        yield sse.event(last)
+                        if include_usage:
+                            yield sse.event(
+                                {
+                                    "id": completion_id,
+                                    "object": "chat.completion.chunk",
+                                    "created": created,
+                                    "model": model,
+                                    "choices": [],
+                                    "usage": usage(ev),
+                                }
+                            )
+        except RippleError as exc:
+            status = "error"
+            logger.warning("stream %s failed: %s", request_id, exc.message)
+            yield sse.event(exc.to_openai())
+        except Exception:
+            status = "error"
+            logger.exception("stream %s failed", request_id)
+            yield sse.event(RippleError("internal error while generating").to_openai())
+        except BaseException:  # the client left: the stream is being cancelled
+            status = "cancelled"
+            service.metrics.cancelled.inc()
+            raise
+        finally:
+            service.metrics.requests.labels(status).inc()
+            service.metrics.request_seconds.observe(time.perf_counter() - arrived)
+        yield sse.DONE
+
+    return SlotStreamingResponse(
+        frames(),
+        admission=admission,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.post("/v1/retrieve")
+async def retrieve(body: RetrieveRequest, service: Service) -> dict[str, Any]:
+    passages = await service.retrieve(body.query, body.top_k)
+    finish = FinishEvent("stop", 0, 0, passages)
+    return {"object": "list", "data": citations(finish)}
+
+
+@router.get("/v1/models")
+async def models(service: Service) -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": [{"id": service.generator.model_id, "object": "model", "created": 0, "owned_by": "ripple"}],
+    }
+
+
+@router.get("/health")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/ready")
+async def ready(request: Request) -> JSONResponse:
+    parts = request.app.state.readiness()
+    ok = all(parts.values())
+    return JSONResponse({"ready": ok, **parts}, status_code=200 if ok else 503)
+
+
+@router.get("/metrics")
+async def metrics(service: Service) -> Response:
+    return Response(service.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RippleError)
+    async def ripple_error(request: Request, exc: RippleError) -> JSONResponse:
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+        if exc.status_code >= 500:
+            logger.warning("%s %s -> %d: %s", request.method, request.url.path, exc.status_code, exc.message)
+        return JSONResponse(exc.to_openai(), status_code=exc.status_code, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+            problems.append(f"{where or 'body'}: {err.get('msg')}")
+        param = ".".join(str(p) for p in exc.errors()[0].get("loc", ()) if p != "body") if exc.errors() else None
+        error = BadRequestError("invalid request: " + "; ".join(problems), param=param or None)
+        return JSONResponse(error.to_openai(), status_code=400)

@@ -1,0 +1,197 @@
+"""`ChatService`: one chat request through retrieval, rails, prompt and generation, as events.
+
+    prepare():  validate limits -> input rails || (embed query -> search) -> pack prompt
+    events():   generate -> output rails on windows of the stream -> TextEvent... FinishEvent
+
+Input rails run concurrently with retrieval; a refusal cancels the retrieval. When the guard has
+output rails, streamed text is held until its window (`stream_window_chars`, cut at a word
+boundary) has passed them, so nothing unchecked reaches the client; without output rails each
+delta passes straight through. The HTTP framing lives in `runtime.api`, not here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from dataclasses import dataclass, field
+
+from guards.protocol import Guard, Verdict
+from indexer.retriever import Retriever
+from indexer.store import StoreError
+from indexer.types import Passage
+from runtime.errors import BadRequestError, ModelNotFoundError, NotReadyError
+from runtime.generation import Generator, Message, SamplingOptions
+from runtime.metrics import Metrics
+from runtime.prompt import build_prompt
+from runtime.schemas import ChatCompletionRequest
+from runtime.settings import Settings
+
+REFUSAL = "I can't help with that request."
+
+
+@dataclass(frozen=True)
+class TextEvent:
+    text: str
+
+
+@dataclass(frozen=True)
+class FinishEvent:
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    citations: list[Passage]
+    dropped_sources: int = 0
+
+
+@dataclass
+class Prepared:
+    conversation: list[Message]
+    options: SamplingOptions
+    passages: list[Passage] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
+    dropped: int = 0
+    prompt_tokens: int | None = None
+    refused: Verdict | None = None
+
+
+class ChatService:
+    def __init__(
+        self, settings: Settings, generator: Generator, retriever: Retriever, guard: Guard | None, metrics: Metrics
+    ) -> None:
+        self.settings = settings
+        self.generator = generator
+        self.retriever = retriever
+        self.guard = guard
+        self.metrics = metrics
+
+    def sampling_options(self, request: ChatCompletionRequest) -> SamplingOptions:
+        limit = self.settings.max_tokens_limit
+        asked = request.requested_max_tokens()
+        if asked is not None and asked > limit:
+            raise BadRequestError(
+                f"max_tokens {asked} is over this server's limit of {limit}: ask for at most {limit}",
+                param="max_tokens",
+            )
+        return SamplingOptions(
+            max_tokens=asked or self.settings.default_max_tokens,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            stop=tuple(request.stop or ()),
+            seed=request.seed,
+            top_k=request.top_k,
+            min_tokens=request.min_tokens,
+            repetition_penalty=request.repetition_penalty,
+            presence_penalty=request.presence_penalty,
+            frequency_penalty=request.frequency_penalty,
+            ignore_eos=request.ignore_eos,
+        )
+
+    async def retrieve(self, query: str, limit: int | None = None) -> list[Passage]:
+        start = time.perf_counter()
+        try:
+            passages = await self.retriever.retrieve(query, limit or self.settings.top_k)
+        except StoreError as exc:
+            raise NotReadyError(f"retrieval failed: {exc}") from exc
+        self.metrics.retrieval_seconds.observe(time.perf_counter() - start)
+        return passages
+
+    async def _check(self, rail: str, call: asyncio.Future[Verdict] | asyncio.Task[Verdict]) -> Verdict:
+        start = time.perf_counter()
+        try:
+            return await call
+        finally:
+            self.metrics.rails_seconds.labels(rail).observe(time.perf_counter() - start)
+
+    async def prepare(self, request: ChatCompletionRequest) -> Prepared:
+        if request.model and request.model != self.generator.model_id:
+            raise ModelNotFoundError(
+                f"model {request.model!r} is not served here; use {self.generator.model_id!r} (see GET /v1/models)",
+                param="model",
+            )
+        options = self.sampling_options(request)
+        conversation: list[Message] = [
+            {"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in request.messages
+        ]
+        prepared = Prepared(conversation=conversation, options=options)
+        retrieval = asyncio.create_task(self.retrieve(conversation[-1]["content"]))
+        try:
+            if self.guard is not None:
+                verdict = await self._check("input", asyncio.ensure_future(self.guard.check_input(conversation)))
+                if not verdict.allowed:
+                    prepared.refused = verdict
+                    return prepared
+                if verdict.content is not None:  # a rail rewrote the message (masking, say)
+                    conversation[-1] = {"role": "user", "content": verdict.content}
+            passages = await retrieval
+        finally:
+            retrieval.cancel()
+        max_len = getattr(self.generator, "max_model_len", None)
+        budget = (max_len - options.max_tokens) if max_len else 1 << 30
+        prompt = await build_prompt(
+            self.settings.system_prompt,
+            conversation,
+            passages,
+            count_tokens=self.generator.count_prompt_tokens,
+            budget=budget,
+        )
+        prepared.passages, prepared.messages = prompt.passages, prompt.messages
+        prepared.dropped, prepared.prompt_tokens = prompt.dropped, prompt.prompt_tokens
+        return prepared
+
+    async def events(
+        self, prepared: Prepared, request_id: str, *, stream: bool
+    ) -> AsyncGenerator[TextEvent | FinishEvent, None]:
+        if prepared.refused is not None:
+            self.metrics.finish.labels("content_filter").inc()
+            yield TextEvent(REFUSAL)
+            yield FinishEvent("content_filter", 0, 0, [])
+            return
+        guard = self.guard if self.guard is not None and self.guard.has_output_rails else None
+        window = self.settings.stream_window_chars if stream else 1 << 30
+        pending, released = "", ""
+        finish, prompt_tokens, completion_tokens = "stop", prepared.prompt_tokens or 0, 0
+        if not self.generator.ready:
+            raise NotReadyError("the generator is not ready")
+        async with aclosing(self.generator.generate(request_id, prepared.messages, prepared.options)) as deltas:
+            async for delta in deltas:
+                prompt_tokens = delta.prompt_tokens or prompt_tokens
+                completion_tokens = delta.completion_tokens or completion_tokens
+                if delta.finish_reason is not None:
+                    finish = delta.finish_reason
+                pending += delta.text
+                if guard is None:
+                    if pending:
+                        yield TextEvent(pending)
+                        released, pending = released + pending, ""
+                    continue
+                if len(pending) >= window:
+                    cut = _word_boundary(pending)
+                    piece = pending[:cut]
+                    verdict = await self._check(
+                        "output", asyncio.ensure_future(guard.check_output(prepared.conversation, released + piece))
+                    )
+                    if not verdict.allowed:
+                        finish, pending = "content_filter", ""
+                        break
+                    yield TextEvent(piece)
+                    released, pending = released + piece, pending[cut:]
+        if guard is not None and finish != "content_filter" and (pending or not released):
+            verdict = await self._check(
+                "output", asyncio.ensure_future(guard.check_output(prepared.conversation, released + pending))
+            )
+            if not verdict.allowed:
+                finish, pending = "content_filter", ""
+        if finish == "content_filter" and not released:
+            pending = REFUSAL
+        if pending:
+            yield TextEvent(pending)
+        self.metrics.finish.labels(finish).inc()
+        yield FinishEvent(finish, prompt_tokens, completion_tokens, prepared.passages, prepared.dropped)
+
+
+def _word_boundary(text: str) -> int:
+    """Where to cut a window: after its last whitespace (a word may still grow), else all of it."""
+    cut = max(text.rfind(" "), text.rfind("\n"))
+    return cut + 1 if cut > 0 else len(text)

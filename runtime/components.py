@@ -1,0 +1,124 @@
+"""Build the real components from settings: embedder, Qdrant store, generator, NeMo rails.
+
+Construction is cheap; `start_components` does the heavy work (models, engine, Qdrant) inside
+the caller's `AsyncExitStack`, so everything is closed in reverse order however start-up ends.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator, Sequence
+from contextlib import AsyncExitStack, aclosing
+from dataclasses import dataclass
+from typing import Any
+
+from guards.protocol import Guard
+from indexer.embedder import Embedder, SentenceTransformerEmbedder
+from indexer.retriever import DenseRetriever
+from indexer.store import QdrantStore, VectorStore
+from runtime.generation import Generator, SamplingOptions
+from runtime.models import PACKAGED_EMBEDDER_ID, packaged_embedder_path, resolve_chat_model
+from runtime.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Components:
+    generator: Generator
+    embedder: Embedder
+    store: VectorStore
+    guard: Guard | None
+
+    @property
+    def retriever(self) -> DenseRetriever:
+        return DenseRetriever(self.embedder, self.store)
+
+
+def build_embedder(settings: Settings) -> SentenceTransformerEmbedder:
+    if settings.embed_model:
+        return SentenceTransformerEmbedder(settings.embed_model, device=settings.embed_device)
+    path = str(packaged_embedder_path())
+    return SentenceTransformerEmbedder(path, name=PACKAGED_EMBEDDER_ID, device=settings.embed_device)
+
+
+def build_store(settings: Settings) -> QdrantStore:
+    return QdrantStore(
+        settings.collection,
+        path=None if settings.qdrant_url else str(settings.qdrant_path),
+        url=settings.qdrant_url,
+        api_key=settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None,
+    )
+
+
+def build_generator(settings: Settings) -> Generator:
+    if settings.upstream_urls:
+        from runtime.upstream import OpenAIUpstreamGenerator
+
+        return OpenAIUpstreamGenerator(
+            settings.upstream_urls,
+            served_name=settings.served_model_name,
+            model=settings.model,
+            api_key=settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else None,
+        )
+    from runtime.vllm_generator import VllmGenerator
+
+    return VllmGenerator(
+        resolve_chat_model(settings.model, settings.cache_dir),
+        served_name=settings.served_model_name,
+        dtype=settings.resolved_dtype(),
+        max_model_len=settings.max_model_len,
+        enforce_eager=settings.enforce_eager,
+        gpu_memory_utilization=settings.gpu_memory_utilization,
+        cpu_kv_cache_gb=settings.kv_cache_gb,
+    )
+
+
+def chat_function(generator: Generator) -> Any:
+    """A chat function over `generator` for the NeMo provider (rails' own LLM calls)."""
+    counter = iter(range(1 << 62))
+
+    async def chat(messages: Sequence[dict[str, str]], options: dict[str, Any]) -> AsyncGenerator[str, None]:
+        opts = SamplingOptions(
+            max_tokens=int(options.get("max_tokens") or 64),
+            temperature=options.get("temperature"),
+            stop=tuple(options.get("stop") or ()),
+        )
+        async with aclosing(generator.generate(f"rails-{next(counter)}", [dict(m) for m in messages], opts)) as deltas:
+            async for delta in deltas:
+                if delta.text:
+                    yield delta.text
+
+    return chat
+
+
+def build_guard(settings: Settings, generator: Generator) -> Guard | None:
+    if not settings.guards_enabled:
+        return None
+    from guards.nemo import NemoGuard
+
+    return NemoGuard(settings.guards_config, chat_function(generator), model_name=settings.served_model_name)
+
+
+def build_components(settings: Settings) -> Components:
+    generator = build_generator(settings)
+    return Components(
+        generator=generator,
+        embedder=build_embedder(settings),
+        store=build_store(settings),
+        guard=build_guard(settings, generator),
+    )
+
+
+async def start_components(components: Components, stack: AsyncExitStack) -> None:
+    """Start everything (store first: it fails fastest), registering each close on `stack`."""
+    import asyncio
+
+    await asyncio.to_thread(components.embedder.start)
+    await components.store.start(components.embedder.dimension)
+    stack.push_async_callback(components.store.close)
+    await components.generator.start()
+    stack.push_async_callback(components.generator.close)
+    if components.guard is not None:
+        await components.guard.start()
+        stack.push_async_callback(components.guard.close)

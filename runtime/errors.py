@@ -1,0 +1,73 @@
+"""Every error Ripple reports, in one tree, each with its HTTP status.
+
+    RippleError                     500  internal_error
+    ├── ConfigError                 500  bad settings or missing model (a start-up failure)
+    ├── BadRequestError             400  invalid_request_error
+    │   └── UnsupportedFieldError   400  fields Ripple does not implement
+    ├── ModelNotFoundError          404  the `model` is not the one served
+    ├── OverloadedError             429  admission refused (has Retry-After)
+    ├── UpstreamError               502  the remote generator failed
+    └── NotReadyError               503  engine, store or rails not ready (has Retry-After)
+
+A guardrail refusal is not here: it is a normal answer with `finish_reason: "content_filter"`.
+The HTTP mapping lives in `runtime.api.handlers`; this module imports nothing of ours.
+"""
+
+from __future__ import annotations
+
+
+class RippleError(Exception):
+    status_code = 500
+    error_type = "internal_error"
+    retry_after: int | None = None
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+    def to_openai(self) -> dict[str, object]:
+        """The OpenAI error object: `{"error": {"message", "type", "param", "code"}}`."""
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.error_type,
+                "param": self.param,
+                "code": self.status_code,
+            }
+        }
+
+
+class ConfigError(RippleError):
+    error_type = "configuration_error"
+
+
+class BadRequestError(RippleError):
+    status_code = 400
+    error_type = "invalid_request_error"
+
+
+class UnsupportedFieldError(BadRequestError):
+    pass
+
+
+class ModelNotFoundError(RippleError):
+    status_code = 404
+    error_type = "model_not_found"
+
+
+class OverloadedError(RippleError):
+    status_code = 429
+    error_type = "overloaded"
+    retry_after = 1
+
+
+class UpstreamError(RippleError):
+    status_code = 502
+    error_type = "upstream_error"
+
+
+class NotReadyError(RippleError):
+    status_code = 503
+    error_type = "not_ready"
+    retry_after = 5

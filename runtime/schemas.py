@@ -1,0 +1,128 @@
+"""OpenAI chat-completions wire format at the HTTP edge (pydantic), plus Ripple's `citations`.
+
+Requests accept what the OpenAI spec and vLLM's OpenAI server accept for text chat, including
+vLLM's sampling extras (`ignore_eos`, `top_k`, `min_tokens`, `repetition_penalty`) so that
+`vllm bench serve --backend openai-chat` runs unmodified. Anything else is refused with a 400 that
+names the fields, rather than silently ignored. Tools, images, audio and n > 1 are not supported.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from runtime.errors import BadRequestError, UnsupportedFieldError
+
+# Fields a client may send that change nothing for a text-only, single-choice server.
+_IGNORED = {"user", "metadata", "store", "service_tier", "parallel_tool_calls", "prediction"}
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart]
+    name: str | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    include_usage: bool = False
+    continuous_usage_stats: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model: str | None = None
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    n: int = 1
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    # vLLM's sampling extras
+    ignore_eos: bool = False
+    top_k: int | None = None
+    min_tokens: int | None = Field(None, ge=0)
+    repetition_penalty: float | None = Field(None, gt=0)
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_list(cls, value: str | list[str] | None) -> list[str] | None:
+        if isinstance(value, str):
+            return [value]
+        if value is not None and len(value) > 4:
+            raise ValueError("at most 4 stop sequences are allowed")
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_unknown(self) -> ChatCompletionRequest:
+        unknown = sorted(k for k in (self.model_extra or {}) if k not in _IGNORED)
+        if unknown:
+            raise UnsupportedFieldError(
+                f"unsupported field(s): {', '.join(unknown)}. Ripple serves text chat with one choice; "
+                "remove these fields",
+                param=unknown[0],
+            )
+        if self.n != 1:
+            raise UnsupportedFieldError("n must be 1: Ripple returns one choice per request", param="n")
+        if self.messages[-1].role != "user":
+            raise BadRequestError("the last message must be from the user", param="messages")
+        return self
+
+    def requested_max_tokens(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+
+class Citation(BaseModel):
+    index: int
+    source: str
+    chunk_id: str
+    doc_id: str
+    heading: str
+    score: float
+    start: int
+    end: int
+    text: str
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class RetrieveRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    query: str = Field(min_length=1)
+    top_k: int | None = Field(None, ge=1, le=100)
+
+
+def chunk_payload(
+    *, completion_id: str, created: int, model: str, delta: dict[str, Any], finish_reason: str | None
+) -> dict[str, Any]:
+    return {
+        "id": completion_id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+    }

@@ -1,0 +1,140 @@
+"""`Settings`: the runtime's whole configuration, from `RIPPLE_*` variables and an optional TOML file.
+
+Precedence: explicit arguments, then environment, then the TOML file named by `RIPPLE_CONFIG`
+(or `--config`), then defaults. Bad values are refused at start-up with a message that names the
+variable to change. Secrets are `SecretStr` and never logged.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from guards import DEFAULT_CONFIG as DEFAULT_GUARDS_CONFIG
+from runtime.models import best_dtype, default_cache_dir
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RIPPLE_", extra="forbid", validate_default=True)
+
+    # Serving
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    served_model_name: str = Field("ripple", description="The model id clients pass as `model`.")
+
+    max_concurrent_requests: int = Field(
+        64, ge=1, description="Chat requests in flight at once; more get 429 with Retry-After before any work."
+    )
+
+    # Models
+    model: str | None = Field(None, description="Chat model folder or hub id; default: packaged SmolLM2-135M-Instruct.")
+    embed_model: str | None = Field(
+        None, description="sentence-transformers folder or id; default: packaged all-MiniLM-L6-v2."
+    )
+    embed_device: str | None = Field(None, description="cpu, cuda; default: what sentence-transformers picks.")
+    cache_dir: Path = Field(default_factory=default_cache_dir)
+
+    # Engine (in-process vLLM) or a remote OpenAI-compatible pool
+    upstream_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="OpenAI-compatible base URLs (e.g. a vLLM pool); when set, no in-process engine is started.",
+    )
+    upstream_api_key: SecretStr | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto",
+        description="auto: bfloat16 on CPUs with native bf16 (AVX512-BF16/AMX), else float32; GPUs: the model's.",
+    )
+    max_model_len: int = Field(4096, ge=256)
+    kv_cache_gb: float = Field(2.0, gt=0)
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1)
+    enforce_eager: bool = True
+
+    # Retrieval
+    qdrant_path: Path | None = Path(".ripple/qdrant")
+    qdrant_url: str | None = None
+    qdrant_api_key: SecretStr | None = None
+    collection: str = "ripple-docs"
+    top_k: int = Field(4, ge=1, le=50)
+
+    # Generation limits
+    default_max_tokens: int = Field(256, ge=1)
+    max_tokens_limit: int = Field(1024, ge=1)
+    system_prompt: str = (
+        "You are Ripple's assistant. Answer the question using only the numbered sources below. "
+        "Cite the sources you use as [1], [2]. If the sources do not contain the answer, say so."
+    )
+
+    # Rails
+    guards_enabled: bool = True
+    guards_config: Path = DEFAULT_GUARDS_CONFIG
+    stream_window_chars: int = Field(
+        80, ge=1, description="Streamed text is released in windows of this size after the output rails pass them."
+    )
+
+    log_json: bool = Field(False, description="Log JSON lines (production); also `ripple --log-json`.")
+
+    def resolved_dtype(self) -> str:
+        return self.dtype if self.dtype != "auto" else best_dtype()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env_settings)
+        toml = os.environ.get("RIPPLE_CONFIG")
+        if toml:
+            if not Path(toml).is_file():
+                raise ValueError(f"RIPPLE_CONFIG names {toml}, which is not a file")
+            sources += (TomlConfigSettingsSource(settings_cls, toml_file=toml),)
+        return sources
+
+    @field_validator("upstream_urls", mode="before")
+    @classmethod
+    def _split_urls(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [u.strip() for u in value.split(",") if u.strip()]
+        return value
+
+    @field_validator("upstream_urls")
+    @classmethod
+    def _check_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"RIPPLE_UPSTREAM_URLS entry {url!r} must start with http:// or https://")
+        return [u.rstrip("/") for u in value]
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.default_max_tokens > self.max_tokens_limit:
+            raise ValueError(
+                f"RIPPLE_DEFAULT_MAX_TOKENS ({self.default_max_tokens}) exceeds RIPPLE_MAX_TOKENS_LIMIT "
+                f"({self.max_tokens_limit}): lower the first or raise the second"
+            )
+        if self.max_tokens_limit >= self.max_model_len:
+            raise ValueError(
+                f"RIPPLE_MAX_TOKENS_LIMIT ({self.max_tokens_limit}) leaves no room for the prompt in "
+                f"RIPPLE_MAX_MODEL_LEN ({self.max_model_len})"
+            )
+        if self.qdrant_url is None and self.qdrant_path is None:
+            raise ValueError("set RIPPLE_QDRANT_PATH (a local folder) or RIPPLE_QDRANT_URL (a Qdrant server)")
+        if self.guards_enabled and not (self.guards_config / "config.yml").is_file():
+            raise ValueError(
+                f"RIPPLE_GUARDS_CONFIG={self.guards_config} has no config.yml: point it at a NeMo Guardrails "
+                "config folder, or set RIPPLE_GUARDS_ENABLED=false"
+            )
+        return self

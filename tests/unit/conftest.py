@@ -1,0 +1,44 @@
+"""Unit-test wiring: the app built from fakes (no model, no engine), one per test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from guards.fake import FakeGuard
+from indexer.embedder import HashingEmbedder
+from indexer.pipeline import index_paths
+from indexer.store import InMemoryStore
+from runtime.app import create_app
+from runtime.components import Components
+from runtime.generation import FakeGenerator
+from runtime.settings import Settings
+
+CORPUS = Path(__file__).parent.parent / "fixtures" / "corpus"
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(qdrant_path=tmp_path / "qdrant", cache_dir=tmp_path / "cache", stream_window_chars=12)
+
+
+@pytest.fixture
+def components() -> Components:
+    return Components(
+        generator=FakeGenerator(reply="Mira Okonkwo designed the Zorblax protocol in 2019 [1]."),
+        embedder=HashingEmbedder(),
+        store=InMemoryStore(),
+        guard=FakeGuard(),
+    )
+
+
+@pytest.fixture
+def client(settings: Settings, components: Components) -> Iterator[TestClient]:
+    with TestClient(create_app(settings, components=components)) as test_client:
+        import asyncio
+
+        asyncio.run(index_paths([CORPUS], components.embedder, components.store))
+        yield test_client

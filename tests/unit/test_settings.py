@@ -1,0 +1,67 @@
+"""Settings: environment, TOML file, and refusals that say what to change."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from runtime.settings import Settings
+
+
+def test_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RIPPLE_PORT", "9001")
+    monkeypatch.setenv("RIPPLE_QDRANT_URL", "http://qdrant:6333")
+    monkeypatch.setenv("RIPPLE_UPSTREAM_URLS", "http://a:8000/v1/, http://b:8000/v1")
+    s = Settings()
+    assert s.port == 9001 and s.qdrant_url == "http://qdrant:6333"
+    assert s.upstream_urls == ["http://a:8000/v1", "http://b:8000/v1"]
+
+
+def test_toml_file_is_read_and_environment_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    toml = tmp_path / "ripple.toml"
+    toml.write_text('port = 7000\ncollection = "handbook"\n')
+    monkeypatch.setenv("RIPPLE_CONFIG", str(toml))
+    monkeypatch.setenv("RIPPLE_PORT", "7001")
+    s = Settings()
+    assert s.collection == "handbook" and s.port == 7001
+
+
+def test_a_missing_toml_file_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RIPPLE_CONFIG", "/nonexistent/ripple.toml")
+    with pytest.raises(ValueError, match="RIPPLE_CONFIG"):
+        Settings()
+
+
+@pytest.mark.parametrize(
+    "env,expected",
+    [
+        ({"RIPPLE_DEFAULT_MAX_TOKENS": "2000"}, "RIPPLE_DEFAULT_MAX_TOKENS"),
+        ({"RIPPLE_MAX_TOKENS_LIMIT": "5000"}, "RIPPLE_MAX_MODEL_LEN"),
+        ({"RIPPLE_UPSTREAM_URLS": "vllm:8000"}, "http://"),
+        ({"RIPPLE_GUARDS_CONFIG": "/nonexistent"}, "RIPPLE_GUARDS_CONFIG"),
+        ({"RIPPLE_PORT": "70000"}, "port"),
+        ({"RIPPLE_DTYPE": "int3"}, "dtype"),
+    ],
+)
+def test_bad_settings_name_what_to_change(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], expected: str) -> None:
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(ValidationError, match=expected):
+        Settings()
+
+
+def test_unknown_toml_keys_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    toml = tmp_path / "ripple.toml"
+    toml.write_text("prot = 1\n")
+    monkeypatch.setenv("RIPPLE_CONFIG", str(toml))
+    with pytest.raises(ValidationError, match="prot"):
+        Settings()
+
+
+def test_secrets_are_not_printed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RIPPLE_QDRANT_API_KEY", "hunter2")
+    s = Settings()
+    assert "hunter2" not in repr(s) and s.qdrant_api_key is not None
+    assert s.qdrant_api_key.get_secret_value() == "hunter2"
