@@ -48,7 +48,7 @@ lint: install
 	$(BIN)/mypy runtime indexer guards
 
 bench-dtype: models
-	$(BIN)/python benchmarks/engine_dtype.py --json benchmarks/results/engine_dtype.json
+	$(BIN)/python -m benchmarks.engine_dtype --json benchmarks/results/engine_dtype.json
 
 clean:
 	rm -rf $(VENV) .ripple

@@ -5,7 +5,7 @@
 
 Input rails run concurrently with retrieval; a refusal cancels the retrieval. When the guard has
 output rails, streamed text is held until its window (`stream_window_chars`, cut at a word
-boundary) has passed them, so nothing unchecked reaches the client; without output rails each
+boundary; the first window is smaller) has passed them, so nothing unchecked reaches the client; without output rails each
 delta passes straight through. The HTTP framing lives in `runtime.api`, not here.
 """
 
@@ -149,7 +149,9 @@ class ChatService:
             yield FinishEvent("content_filter", 0, 0, [])
             return
         guard = self.guard if self.guard is not None and self.guard.has_output_rails else None
-        window = self.settings.stream_window_chars if stream else 1 << 30
+        # Windows start small so the first words leave quickly, then double up to the configured size,
+        # keeping the number of rail calls per answer low.
+        window = self.settings.stream_first_window_chars if stream else 1 << 30
         pending, released = "", ""
         finish, prompt_tokens, completion_tokens = "stop", prepared.prompt_tokens or 0, 0
         if not self.generator.ready:
@@ -177,6 +179,7 @@ class ChatService:
                         break
                     yield TextEvent(piece)
                     released, pending = released + piece, pending[cut:]
+                    window = min(window * 2, self.settings.stream_window_chars)
         if guard is not None and finish != "content_filter" and (pending or not released):
             verdict = await self._check(
                 "output", asyncio.ensure_future(guard.check_output(prepared.conversation, released + pending))

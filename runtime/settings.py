@@ -77,8 +77,11 @@ class Settings(BaseSettings):
     # Rails
     guards_enabled: bool = True
     guards_config: Path = DEFAULT_GUARDS_CONFIG
+    stream_first_window_chars: int = Field(
+        8, ge=1, description="The first streamed window's size; later windows double up to stream_window_chars."
+    )
     stream_window_chars: int = Field(
-        80, ge=1, description="Streamed text is released in windows of this size after the output rails pass them."
+        40, ge=1, description="Streamed text is released in windows of this size after the output rails pass them."
     )
 
     log_json: bool = Field(False, description="Log JSON lines (production); also `ripple --log-json`.")
@@ -129,6 +132,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"RIPPLE_MAX_TOKENS_LIMIT ({self.max_tokens_limit}) leaves no room for the prompt in "
                 f"RIPPLE_MAX_MODEL_LEN ({self.max_model_len})"
+            )
+        if self.stream_first_window_chars > self.stream_window_chars:
+            raise ValueError(
+                f"RIPPLE_STREAM_FIRST_WINDOW_CHARS ({self.stream_first_window_chars}) is larger than "
+                f"RIPPLE_STREAM_WINDOW_CHARS ({self.stream_window_chars}): lower the first or raise the second"
             )
         if self.qdrant_url is None and self.qdrant_path is None:
             raise ValueError("set RIPPLE_QDRANT_PATH (a local folder) or RIPPLE_QDRANT_URL (a Qdrant server)")

@@ -22,7 +22,12 @@ CORPUS = Path(__file__).parent.parent / "fixtures" / "corpus"
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(qdrant_path=tmp_path / "qdrant", cache_dir=tmp_path / "cache", stream_window_chars=12)
+    return Settings(
+        qdrant_path=tmp_path / "qdrant",
+        cache_dir=tmp_path / "cache",
+        stream_first_window_chars=6,
+        stream_window_chars=12,
+    )
 
 
 @pytest.fixture

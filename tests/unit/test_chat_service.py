@@ -75,6 +75,8 @@ async def test_windows_are_checked_before_release_and_cut_at_words(settings: Set
     texts = [e.text for e in events if isinstance(e, TextEvent)]
     assert "".join(texts) == "alpha beta gamma delta epsilon zeta eta theta"
     assert len(texts) > 1 and all(t.endswith(" ") for t in texts[:-1])
+    assert texts[0] == "alpha ", "the first window is the small one (6 chars here), cut at a word"
+    assert max(len(t) for t in texts) > len(texts[0]), "later windows grow"
     # Every released window was checked, cumulatively, before it was sent.
     released = ""
     for text in texts:

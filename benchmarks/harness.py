@@ -1,0 +1,110 @@
+"""Shared benchmark plumbing: spawn `ripple serve` on a free port, stream one request, describe the machine.
+
+Benchmarks measure Ripple from outside, over HTTP, exactly as a client sees it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+RIPPLE = str(Path(sys.executable).parent / "ripple")
+
+
+def machine() -> dict[str, object]:
+    cpu = platform.processor()
+    flags: set[str] = set()
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        cpu = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), cpu)
+        flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "avx512_bf16": "avx512_bf16" in flags,
+        "amx_bf16": "amx_bf16" in flags,
+        "avx2": "avx2" in flags,
+        "python": platform.python_version(),
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Served:
+    base_url: str
+    start_seconds: float
+
+
+@contextmanager
+def ripple_server(env_overrides: dict[str, str], log: Path, timeout: float = 600) -> Iterator[Served]:
+    """Run `ripple serve` with extra RIPPLE_* settings until the block ends; time it to /ready."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **env_overrides}
+    port = free_port()
+    started = time.perf_counter()
+    with log.open("wb") as out:
+        proc = subprocess.Popen([RIPPLE, "serve", "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"ripple serve exited with {proc.returncode}; see {log}")
+            try:
+                if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.perf_counter() - started > timeout:
+                raise RuntimeError(f"ripple serve not ready after {timeout}s; see {log}")
+            time.sleep(0.5)
+        yield Served(base, time.perf_counter() - started)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+@dataclass
+class StreamTiming:
+    ttft: float
+    """Seconds from sending to the first chunk that carries content."""
+    total: float
+    completion_tokens: int
+    finish_reason: str | None
+
+
+async def stream_once(client: httpx.AsyncClient, base_url: str, body: dict[str, object]) -> StreamTiming:
+    body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+    start = time.perf_counter()
+    ttft: float | None = None
+    tokens, finish = 0, None
+    async with client.stream("POST", f"{base_url}/v1/chat/completions", json=body) as r:
+        r.raise_for_status()
+        async for line in r.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            event = json.loads(line[6:])
+            if event.get("usage"):
+                tokens = event["usage"]["completion_tokens"]
+            for choice in event.get("choices", []):
+                if ttft is None and choice["delta"].get("content"):
+                    ttft = time.perf_counter() - start
+                finish = choice.get("finish_reason") or finish
+    total = time.perf_counter() - start
+    return StreamTiming(ttft if ttft is not None else total, total, tokens, finish)
