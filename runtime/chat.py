@@ -4,9 +4,10 @@
     events():   generate -> output rails on windows of the stream -> TextEvent... FinishEvent
 
 Input rails run concurrently with retrieval; a refusal cancels the retrieval. When the guard has
-output rails, streamed text is held until its window (`stream_window_chars`, cut at a word
-boundary; the first window is smaller) has passed them, so nothing unchecked reaches the client; without output rails each
-delta passes straight through. The HTTP framing lives in `runtime.api`, not here.
+output rails, streamed text is held until its window has passed them, so nothing unchecked reaches
+the client. Windows are cut at word boundaries and grow from `stream_first_window_chars` to
+`stream_window_chars`. Without output rails each delta passes straight through. The HTTP framing
+lives in `runtime.api`, not here.
 """
 
 from __future__ import annotations
