@@ -1,9 +1,36 @@
-"""The indexer's data: a document's chunk and a retrieved passage (frozen, internal)."""
+"""The indexer's data: parsed documents, their chunks, and retrieved passages (frozen, internal)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+
+@dataclass(frozen=True)
+class Section:
+    """A run of a document's extracted text under one heading (and on one page, for PDFs)."""
+
+    text: str
+    heading: str = ""
+    """The heading path, outermost first, joined with " > " (empty when there is none)."""
+    page: int | None = None
+    """1-based page number for paged formats (PDF), else None."""
+
+
+@dataclass(frozen=True)
+class ParsedDocument:
+    """A file's extracted text as ordered sections. Chunk spans index into `text`."""
+
+    format: str
+    """"markdown", "text", "html" or "pdf"."""
+    sections: tuple[Section, ...]
+
+    @property
+    def text(self) -> str:
+        return SECTION_SEPARATOR.join(s.text for s in self.sections)
+
+
+SECTION_SEPARATOR = "\n\n"
 
 
 @dataclass(frozen=True)
