@@ -1,98 +1,97 @@
-"""Split a document's text into overlapping chunks that keep their heading and character span.
+"""Split a parsed document into overlapping chunks sized in the embedding model's own tokens.
 
-Markdown is cut at headings first, then each section into pieces of at most `max_chars`,
-breaking at paragraph, then sentence, then word boundaries, with `overlap` characters repeated
-between neighbours. Deterministic: the same text and settings give the same chunks and ids.
-Token-exact sizing with the embedder's tokenizer is left to the indexer work that follows.
+Chunks never cross a section (a heading, or a PDF page), keep that section's heading path and page,
+and record their character span in the document's extracted text. A window that would cut a
+sentence is pulled back to the last sentence or line end in its second half. Deterministic: the
+same text and settings give the same chunks and the same ids; the id also encodes the settings'
+fingerprint, so two chunkers never share ids.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from indexer.types import Chunk
+from indexer.types import SECTION_SEPARATOR, Chunk, ParsedDocument
 
-_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$", re.MULTILINE)
-_BREAKS = ("\n\n", ". ", "\n", " ")
 NAMESPACE = uuid.UUID("6a4f3f7e-5d43-4c61-9a3e-1f3c2b7a9d10")
+VERSION = 2  # bump when the algorithm changes: it changes every id and the collection name
+
+TokenOffsets = Callable[[str], list[tuple[int, int]]]
+"""Character (start, end) of each token of a text, as the embedding model's tokenizer cuts it."""
+
+_SENTENCE_END = ".!?:;"
 
 
 @dataclass(frozen=True)
 class ChunkerSettings:
-    max_chars: int = 1000
-    overlap: int = 150
+    max_tokens: int = 200
+    overlap_tokens: int = 32
 
     def __post_init__(self) -> None:
-        if self.max_chars < 100:
-            raise ValueError(f"chunk max_chars must be at least 100, got {self.max_chars}")
-        if not 0 <= self.overlap < self.max_chars // 2:
-            raise ValueError(f"chunk overlap must be in [0, max_chars/2), got {self.overlap}")
+        if self.max_tokens < 16:
+            raise ValueError(f"chunk max_tokens must be at least 16, got {self.max_tokens}")
+        if not 0 <= self.overlap_tokens <= self.max_tokens // 2:
+            raise ValueError(f"chunk overlap_tokens must be in [0, max_tokens/2], got {self.overlap_tokens}")
+
+    @property
+    def fingerprint(self) -> str:
+        return f"t{self.max_tokens}o{self.overlap_tokens}v{VERSION}"
+
+    def as_dict(self) -> dict[str, int | str]:
+        return {"max_tokens": self.max_tokens, "overlap_tokens": self.overlap_tokens, "version": VERSION}
 
 
-def _sections(text: str) -> list[tuple[int, int, str]]:
-    """(start, end, heading path) for each Markdown section; one section for plain text."""
-    marks = list(_HEADING.finditer(text))
-    if not marks:
-        return [(0, len(text), "")]
-    out: list[tuple[int, int, str]] = []
-    if marks[0].start() > 0:
-        out.append((0, marks[0].start(), ""))
-    trail: list[tuple[int, str]] = []
-    for i, m in enumerate(marks):
-        level, title = len(m.group(1)), m.group(2).strip()
-        trail = [(lv, t) for lv, t in trail if lv < level] + [(level, title)]
-        end = marks[i + 1].start() if i + 1 < len(marks) else len(text)
-        out.append((m.start(), end, " > ".join(t for _, t in trail)))
-    return out
+def _break_at(text: str, tokens: list[tuple[int, int]], start: int, stop: int) -> int:
+    """The token index to end a window at: after a sentence or line end in its second half, else `stop`."""
+    for k in range(stop, start + (stop - start) // 2, -1):
+        end = tokens[k - 1][1]
+        if text[end - 1] in _SENTENCE_END or text[end : end + 1] == "\n":
+            return k
+    return stop
 
 
-def _cut(text: str, start: int, end: int, settings: ChunkerSettings) -> list[tuple[int, int]]:
+def _windows(text: str, tokens: list[tuple[int, int]], settings: ChunkerSettings) -> list[tuple[int, int]]:
     spans: list[tuple[int, int]] = []
-    pos = start
-    while pos < end:
-        while pos < end and text[pos].isspace():
-            pos += 1
-        if pos >= end:
+    i, n = 0, len(tokens)
+    while i < n:
+        stop = min(i + settings.max_tokens, n)
+        cut = _break_at(text, tokens, i, stop) if stop < n else stop
+        spans.append((tokens[i][0], tokens[cut - 1][1]))
+        if cut >= n:
             break
-        stop = min(pos + settings.max_chars, end)
-        if stop < end:
-            window = text[pos:stop]
-            for sep in _BREAKS:
-                cut = window.rfind(sep)
-                if cut > settings.max_chars // 2:
-                    stop = pos + cut + len(sep)
-                    break
-        piece_end = stop
-        while piece_end > pos and text[piece_end - 1].isspace():
-            piece_end -= 1
-        spans.append((pos, piece_end))
-        if stop >= end:
-            break
-        pos = max(stop - settings.overlap, pos + 1)
+        i = max(cut - settings.overlap_tokens, i + 1)
     return spans
 
 
-def chunk_document(doc_id: str, source: str, text: str, settings: ChunkerSettings | None = None) -> list[Chunk]:
-    settings = settings or ChunkerSettings()
-    content_hash = hashlib.sha256(text.encode()).hexdigest()
+def document_hash(doc: ParsedDocument) -> str:
+    return hashlib.sha256(doc.text.encode()).hexdigest()
+
+
+def chunk_document(
+    doc_id: str, source: str, doc: ParsedDocument, offsets: TokenOffsets, settings: ChunkerSettings
+) -> list[Chunk]:
+    content_hash = document_hash(doc)
     chunks: list[Chunk] = []
-    for sec_start, sec_end, heading in _sections(text):
-        for start, end in _cut(text, sec_start, sec_end, settings):
+    base = 0
+    for section in doc.sections:
+        for start, end in _windows(section.text, offsets(section.text), settings):
             index = len(chunks)
             chunks.append(
                 Chunk(
-                    id=str(uuid.uuid5(NAMESPACE, f"{doc_id}:{content_hash}:{index}")),
+                    id=str(uuid.uuid5(NAMESPACE, f"{doc_id}:{content_hash}:{settings.fingerprint}:{index}")),
                     doc_id=doc_id,
                     source=source,
                     index=index,
-                    text=text[start:end],
-                    start=start,
-                    end=end,
-                    heading=heading,
+                    text=section.text[start:end],
+                    start=base + start,
+                    end=base + end,
+                    heading=section.heading,
+                    page=section.page,
                     content_hash=content_hash,
                 )
             )
+        base += len(section.text) + len(SECTION_SEPARATOR)
     return chunks

@@ -6,6 +6,7 @@ Query and document encoding are the same call for all-MiniLM-L6-v2 (a symmetric 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import re
@@ -20,9 +21,18 @@ class Embedder(Protocol):
     @property
     def dimension(self) -> int: ...
 
+    @property
+    def max_tokens(self) -> int:
+        """The longest input the model reads; longer text is truncated by the model."""
+        ...
+
     def start(self) -> None: ...
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]: ...
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        """Character spans of the model's tokens in `text` (no special tokens)."""
+        ...
 
 
 class SentenceTransformerEmbedder:
@@ -32,6 +42,7 @@ class SentenceTransformerEmbedder:
         self._device = device
         self._batch_size = batch_size
         self._model: Any = None
+        self._tokenizer: Any = None
 
     @property
     def model_id(self) -> str:
@@ -44,6 +55,9 @@ class SentenceTransformerEmbedder:
         from sentence_transformers import SentenceTransformer
 
         self._model = SentenceTransformer(self._model_path, device=self._device)
+        # A tokenizer of its own for chunking: `encode` sets padding/truncation on the shared one, and the
+        # indexer chunks in one thread while it embeds in another.
+        self._tokenizer = copy.deepcopy(self._model.tokenizer)
 
     @property
     def dimension(self) -> int:
@@ -51,6 +65,17 @@ class SentenceTransformerEmbedder:
         if dim is None:
             raise RuntimeError(f"{self._model_path} does not report an embedding dimension")
         return int(dim)
+
+    @property
+    def max_tokens(self) -> int:
+        return int(self._loaded().max_seq_length)
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        self._loaded()
+        encoded = self._tokenizer(
+            text, add_special_tokens=False, return_offsets_mapping=True, truncation=False, verbose=False
+        )
+        return [(int(a), int(b)) for a, b in encoded["offset_mapping"] if b > a]
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         vectors = self._loaded().encode(
@@ -69,6 +94,7 @@ class SentenceTransformerEmbedder:
 
 
 _WORD = re.compile(r"\w+")
+_TOKEN = re.compile(r"\w+|[^\w\s]")
 
 
 class HashingEmbedder:
@@ -85,8 +111,15 @@ class HashingEmbedder:
     def dimension(self) -> int:
         return self._dimension
 
+    @property
+    def max_tokens(self) -> int:
+        return 512
+
     def start(self) -> None:
         pass
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        return [m.span() for m in _TOKEN.finditer(text)]
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         out = []

@@ -1,9 +1,15 @@
-"""Index files into a vector store: walk, read, chunk, embed, replace each changed document.
+"""`Indexer`: files in, a complete and published version of the collection out, incrementally.
 
-A document whose content hash matches what is stored is skipped (nothing embedded). A changed
-document is embedded first, then its old chunks are deleted and the new ones upserted, so a failed
-embed leaves the old version searchable. Each bad file becomes one line in the summary's `failed`
-list and the run goes on. Markdown and plain text only for now; other formats come later.
+Per run: pick the version for (model, chunker) (`indexer.store.version_name`), read what it holds,
+then stream files through three overlapping stages — parse + chunk (a thread), embed in large
+batches (a thread; torch releases the GIL), upsert (waiting for Qdrant's acknowledgement) — and
+finally publish the version under the alias if it is new.
+
+Crash safety comes from idempotence, not from transactions: chunk ids are deterministic, a
+document's new chunks are upserted before its stale ones are deleted, and a document counts as
+unchanged only when the version holds exactly its current chunks. Killed at any moment and run
+again, the result equals an uninterrupted run. A document whose file fails is reported in
+`failed` with the reason and the run goes on.
 """
 
 from __future__ import annotations
@@ -11,113 +17,265 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from indexer.chunker import NAMESPACE, ChunkerSettings, chunk_document
 from indexer.embedder import Embedder
-from indexer.store import VectorStore
+from indexer.loaders import SUFFIXES, ParseError, parse_file
+from indexer.store import DocState, StoreError, VectorStore, version_name
+from indexer.types import Chunk
 
 logger = logging.getLogger(__name__)
 
-SUFFIXES = {".md", ".markdown", ".txt", ".rst"}
-MAX_FILE_BYTES = 20 * 1024 * 1024
+Progress = Callable[[int, int], None]
+"""Called after each file with (files done, chunks embedded so far)."""
 
 
 @dataclass
 class IndexSummary:
+    collection: str
+    version: str
+    published_now: bool = False
     added: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
     failed: list[dict[str, str]] = field(default_factory=list)
     chunks_embedded: int = 0
+    seconds: float = 0.0
 
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "added": self.added,
-            "updated": self.updated,
-            "unchanged": self.unchanged,
-            "deleted": [],
-            "failed": self.failed,
-            "chunks_embedded": self.chunks_embedded,
-        }
-
-
-def iter_files(paths: Iterable[Path]) -> Iterator[Path]:
-    """Files under `paths` with a supported suffix, in a stable order (symlinked folders not followed)."""
-    for root in paths:
-        if root.is_file():
-            yield root
-            continue
-        if not root.exists():
-            raise FileNotFoundError(f"{root} does not exist")
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for name in sorted(filenames):
-                if Path(name).suffix.lower() in SUFFIXES:
-                    yield Path(dirpath) / name
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
 def source_name(path: Path) -> str:
     """The path users see in citations: relative to the working directory when under it."""
-    resolved = path.resolve()
+    resolved = path.absolute()
     try:
-        return resolved.relative_to(Path.cwd().resolve()).as_posix()
+        return resolved.relative_to(Path.cwd()).as_posix()
     except ValueError:
         return resolved.as_posix()
 
 
-def read_text(path: Path) -> str:
-    size = path.stat().st_size
-    if size > MAX_FILE_BYTES:
-        raise ValueError(f"file is {size // (1024 * 1024)} MB, over the {MAX_FILE_BYTES // (1024 * 1024)} MB limit")
-    data = path.read_bytes()
-    if b"\x00" in data[:8192]:
-        raise ValueError("looks binary (NUL bytes); only Markdown and text are indexed")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
-    if not text.strip():
-        raise ValueError("file is empty")
-    return text
+def doc_id_for(source: str) -> str:
+    return str(uuid.uuid5(NAMESPACE, source))
 
 
-async def index_paths(
-    paths: Iterable[Path],
-    embedder: Embedder,
-    store: VectorStore,
-    *,
-    chunker: ChunkerSettings | None = None,
-    tenant: str = "public",
-) -> IndexSummary:
-    chunker = chunker or ChunkerSettings()
-    summary = IndexSummary()
-    extra = {
-        "tenant": tenant,
-        "embedding_model": embedder.model_id,
-        "chunker": {"max_chars": chunker.max_chars, "overlap": chunker.overlap},
-    }
-    for path in iter_files(paths):
-        source = source_name(path)
-        doc_id = str(uuid.uuid5(NAMESPACE, source))
-        try:
-            text = read_text(path)
-            chunks = chunk_document(doc_id, source, text, chunker)
-            stored = await store.document_hash(doc_id)
-            if stored == chunks[0].content_hash:
-                summary.unchanged.append(source)
-                continue
-            vectors = await asyncio.to_thread(embedder.embed, [c.text for c in chunks])
-            if stored is not None:
-                await store.delete_document(doc_id)
-            await store.upsert(chunks, vectors, extra)
-        except (OSError, ValueError) as exc:
-            logger.warning("skipped %s: %s", source, exc)
-            summary.failed.append({"source": source, "error": str(exc)})
+def walk(paths: Iterable[Path], failed: list[dict[str, str]]) -> Iterator[Path]:
+    """Supported files under `paths` in a stable order. Symlinked folders are not followed (no loops);
+    unreadable folders are reported in `failed`."""
+    for root in paths:
+        if root.is_file() or (root.is_symlink() and not root.is_dir()):
+            yield root
             continue
-        summary.chunks_embedded += len(chunks)
-        (summary.updated if stored is not None else summary.added).append(source)
-    return summary
+        if not root.exists():
+            raise FileNotFoundError(f"{root} does not exist")
+
+        def unreadable(err: OSError, root: Path = root) -> None:
+            failed.append(
+                {"source": source_name(Path(err.filename or root)), "error": f"cannot read folder: {err.strerror}"}
+            )
+
+        for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(filenames):
+                if Path(name).suffix.lower() in SUFFIXES and not name.startswith("."):
+                    yield Path(dirpath) / name
+
+
+@dataclass
+class _Doc:
+    source: str
+    doc_id: str
+    chunks: list[Chunk]
+    new: bool
+    remaining: int = 0
+
+
+class Indexer:
+    def __init__(
+        self,
+        embedder: Embedder,
+        store: VectorStore,
+        chunker: ChunkerSettings | None = None,
+        *,
+        tenant: str = "public",
+        batch_size: int = 256,
+    ) -> None:
+        self.embedder = embedder
+        self.store = store
+        self.chunker = chunker or ChunkerSettings()
+        self.tenant = tenant
+        self.batch_size = batch_size
+
+    @property
+    def version(self) -> str:
+        return version_name(self.store.alias, self.embedder.model_id, self.embedder.dimension, self.chunker.fingerprint)
+
+    def check(self) -> None:
+        if self.chunker.max_tokens > self.embedder.max_tokens - 2:
+            raise ValueError(
+                f"chunks of {self.chunker.max_tokens} tokens are longer than {self.embedder.model_id} reads "
+                f"({self.embedder.max_tokens - 2} without special tokens): lower RIPPLE_CHUNK_MAX_TOKENS"
+            )
+
+    def _extra(self) -> dict[str, Any]:
+        return {"tenant": self.tenant, "embedding_model": self.embedder.model_id, "chunker": self.chunker.as_dict()}
+
+    def _parse(self, path: Path) -> tuple[str, list[Chunk]]:
+        source = source_name(path)
+        doc = parse_file(path)
+        return source, chunk_document(doc_id_for(source), source, doc, self.embedder.token_offsets, self.chunker)
+
+    async def run(
+        self, paths: Iterable[Path], *, prune: bool = False, progress: Progress | None = None
+    ) -> IndexSummary:
+        """Index `paths` into this model's and chunker's version, then publish it if it is new."""
+        self.check()
+        started = time.perf_counter()
+        version, published = self.version, await self.store.published()
+        summary = IndexSummary(collection=self.store.alias, version=version)
+        await self.store.create_version(version, self.embedder.dimension)
+        state, sources = await self.store.state(version)
+        roots = [Path(p) for p in paths]
+        files = list(dict.fromkeys(walk(roots, summary.failed), None))  # each file once, in order
+        if published is not None and published != version:
+            # A new version starts from what the published one holds, so nothing silently drops out.
+            _, old_sources = await self.store.state(published)
+            seen = {source_name(f) for f in files}
+            files += [Path(s) for s in sorted(set(old_sources.values()) - seen)]
+        await self._ingest(version, files, state, summary, progress)
+        if prune:
+            walked = {doc_id_for(source_name(f)) for f in files}
+            under = [source_name(r) for r in roots]
+            for doc_id, source in sorted(sources.items(), key=lambda kv: kv[1]):
+                inside = any(source == u or source.startswith(u.rstrip("/") + "/") for u in under)
+                if doc_id not in walked and inside:
+                    await self.store.delete_document(version, doc_id)
+                    summary.deleted.append(source)
+        if published != version:
+            await self.store.publish(version)
+            summary.published_now = True
+        summary.seconds = time.perf_counter() - started
+        return summary
+
+    async def _ingest(
+        self, version: str, files: list[Path], state: DocState, summary: IndexSummary, progress: Progress | None
+    ) -> None:
+        parsed: asyncio.Queue[tuple[Path, tuple[str, list[Chunk]] | BaseException] | None] = asyncio.Queue(maxsize=32)
+        batches: asyncio.Queue[tuple[list[Chunk], list[list[float]]] | None] = asyncio.Queue(maxsize=2)
+        docs: dict[str, _Doc] = {}
+        extra = self._extra()
+
+        async def parse_all() -> None:
+            for path in files:
+                try:
+                    result: tuple[str, list[Chunk]] | BaseException = await asyncio.to_thread(self._parse, path)
+                except (ParseError, OSError, ValueError) as exc:
+                    result = exc
+                await parsed.put((path, result))
+            await parsed.put(None)
+
+        async def upsert_all() -> None:
+            while (item := await batches.get()) is not None:
+                chunks, vectors = item
+                await self.store.upsert(version, chunks, vectors, extra)
+                for chunk in chunks:
+                    doc = docs[chunk.doc_id]
+                    doc.remaining -= 1
+                    if doc.remaining == 0:  # all new chunks are in: now the stale ones may go
+                        await self.store.delete_document(version, doc.doc_id, keep_hash=chunk.content_hash)
+                        (summary.added if doc.new else summary.updated).append(doc.source)
+
+        async def embed(pending: list[Chunk]) -> None:
+            vectors = await asyncio.to_thread(self.embedder.embed, [c.text for c in pending])
+            summary.chunks_embedded += len(pending)
+            await batches.put((pending, vectors))
+
+        producer = asyncio.create_task(parse_all())
+        consumer = asyncio.create_task(upsert_all())
+        pending: list[Chunk] = []
+        done = 0
+        try:
+            while (item := await parsed.get()) is not None:
+                path, result = item
+                done += 1
+                if isinstance(result, BaseException):
+                    summary.failed.append({"source": source_name(path), "error": _reason(result)})
+                else:
+                    source, chunks = result
+                    await self._plan(version, source, chunks, state, docs, summary, pending)
+                    while len(pending) >= self.batch_size:
+                        await embed(pending[: self.batch_size])
+                        del pending[: self.batch_size]
+                if progress is not None:
+                    progress(done, summary.chunks_embedded)
+            if pending:
+                await embed(pending)
+            await batches.put(None)
+            await consumer
+            await producer
+        finally:
+            producer.cancel()
+            consumer.cancel()
+        if progress is not None:
+            progress(done, summary.chunks_embedded)
+
+    async def _plan(
+        self,
+        version: str,
+        source: str,
+        chunks: list[Chunk],
+        state: DocState,
+        docs: dict[str, _Doc],
+        summary: IndexSummary,
+        pending: list[Chunk],
+    ) -> None:
+        if not chunks:
+            summary.failed.append({"source": source, "error": "no text to index"})
+            return
+        doc_id, content_hash = chunks[0].doc_id, chunks[0].content_hash
+        held = state.get(doc_id, {})
+        if held == {content_hash: len(chunks)}:
+            summary.unchanged.append(source)
+        elif held.get(content_hash) == len(chunks):  # new chunks are in, stale ones left by a crash
+            await self.store.delete_document(version, doc_id, keep_hash=content_hash)
+            summary.updated.append(source)
+        else:
+            docs[doc_id] = _Doc(source, doc_id, chunks, new=not held, remaining=len(chunks))
+            pending.extend(chunks)
+
+    async def remove(self, doc_id: str) -> bool:
+        """Delete a document from the published version; False when it is not there."""
+        version = await self.store.published()
+        if version is None:
+            return False
+        state, _ = await self.store.state(version)
+        if doc_id not in state:
+            return False
+        await self.store.delete_document(version, doc_id)
+        return True
+
+    async def gc(self) -> list[str]:
+        """Drop every version of the collection but the published one."""
+        published = await self.store.published()
+        dropped = [v for v in await self.store.versions() if v != published]
+        for version in dropped:
+            await self.store.drop(version)
+        return dropped
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, PermissionError):
+        return f"permission denied: {exc.strerror or exc}"
+    if isinstance(exc, OSError):
+        return f"cannot read: {exc.strerror or exc}"
+    return str(exc)
+
+
+__all__ = ["IndexSummary", "Indexer", "StoreError", "doc_id_for", "source_name", "walk"]

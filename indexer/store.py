@@ -1,13 +1,19 @@
-"""The `VectorStore` role: chunks and their vectors in, scored passages out.
+"""The `VectorStore` role: versioned collections of chunk vectors behind one name users query.
 
-Real: `QdrantStore` over `AsyncQdrantClient`, embedded local mode (a folder) or a server (URL).
-Fake: `InMemoryStore`. Both satisfy the same contract tests. Writes wait for Qdrant's
-acknowledgement. Aliases, versioned collections and sparse vectors come with later work.
+Users and the runtime query the *alias* (e.g. `ripple-docs`). Each physical collection (a
+*version*) is named from the alias, the embedding model and the chunker settings, so changing
+either builds a new version beside the old one; `publish` moves the alias to it in one atomic
+Qdrant operation, and queries never see a mix. Old versions stay until `drop`.
+
+Real: `QdrantStore` (`AsyncQdrantClient`, local folder or server URL). Fake: `InMemoryStore`.
+Both pass the same contract tests. Writes wait for Qdrant's acknowledgement.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -15,64 +21,100 @@ from typing import Any, Protocol
 
 from indexer.types import Chunk, Passage
 
+DocState = dict[str, dict[str, int]]
+"""doc_id -> {content_hash: number of points}: what a version holds, for incremental runs."""
+
 
 class StoreError(Exception):
     """The store is unreachable or refused an operation; the message says what to change."""
 
 
+def version_name(alias: str, model_id: str, dimension: int, chunker: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", model_id.lower()).strip("-")[-40:]
+    digest = hashlib.sha256(f"{model_id}|{dimension}|{chunker}".encode()).hexdigest()[:8]
+    return f"{alias}__{slug}__{chunker}__{digest}"
+
+
 class VectorStore(Protocol):
-    async def start(self, dimension: int) -> None: ...
+    alias: str
+
+    async def start(self) -> None: ...
 
     async def close(self) -> None: ...
 
     @property
     def ready(self) -> bool: ...
 
-    async def upsert(
-        self, chunks: Sequence[Chunk], vectors: Sequence[Sequence[float]], extra: dict[str, Any]
-    ) -> None: ...
-
-    async def document_hash(self, doc_id: str) -> str | None: ...
-
-    async def delete_document(self, doc_id: str) -> None: ...
-
+    # Reading (the runtime): always through the alias.
     async def search(self, vector: Sequence[float], limit: int) -> list[Passage]: ...
 
-    async def count(self) -> int: ...
+    async def sample(self) -> dict[str, Any] | None:
+        """One point's payload from the published version (to check which model built it)."""
+        ...
+
+    # Writing (the indexer): to one version at a time.
+    async def published(self) -> str | None: ...
+
+    async def versions(self) -> list[str]: ...
+
+    async def create_version(self, version: str, dimension: int) -> None: ...
+
+    async def state(self, version: str) -> tuple[DocState, dict[str, str]]:
+        """What `version` holds ({doc_id: {hash: count}}) and each doc_id's source."""
+        ...
+
+    async def upsert(
+        self, version: str, chunks: Sequence[Chunk], vectors: Sequence[Sequence[float]], extra: dict[str, Any]
+    ) -> None: ...
+
+    async def delete_document(self, version: str, doc_id: str, *, keep_hash: str | None = None) -> None:
+        """Delete a document's points, or only those whose content hash is not `keep_hash`."""
+        ...
+
+    async def publish(self, version: str) -> None: ...
+
+    async def drop(self, version: str) -> None: ...
+
+    async def count(self, version: str | None = None) -> int: ...
 
 
-def _payload(chunk: Chunk, extra: dict[str, Any]) -> dict[str, Any]:
+def payload(chunk: Chunk, extra: dict[str, Any]) -> dict[str, Any]:
     return {**asdict(chunk), **extra, "indexed_at": datetime.now(UTC).isoformat()}
 
 
-def _passage(point_id: str, payload: dict[str, Any], score: float) -> Passage:
+def passage(point_id: str, data: dict[str, Any], score: float) -> Passage:
     return Passage(
         chunk_id=str(point_id),
-        doc_id=payload["doc_id"],
-        source=payload["source"],
-        text=payload["text"],
+        doc_id=data["doc_id"],
+        source=data["source"],
+        text=data["text"],
         score=float(score),
-        start=int(payload["start"]),
-        end=int(payload["end"]),
-        heading=payload.get("heading", ""),
-        payload=payload,
+        start=int(data["start"]),
+        end=int(data["end"]),
+        heading=data.get("heading", ""),
+        page=data.get("page"),
+        payload=data,
     )
 
 
 class QdrantStore:
     def __init__(
-        self, collection: str, *, path: str | None = None, url: str | None = None, api_key: str | None = None
+        self, alias: str, *, path: str | None = None, url: str | None = None, api_key: str | None = None
     ) -> None:
         if not path and not url:
             raise ValueError("QdrantStore needs a local folder (path) or a server URL")
-        self.collection = collection
+        self.alias = alias
         self._path = path
         self._url = url
         self._api_key = api_key
         self._client: Any = None
 
-    async def start(self, dimension: int) -> None:
-        from qdrant_client import AsyncQdrantClient, models
+    @property
+    def ready(self) -> bool:
+        return self._client is not None
+
+    async def start(self) -> None:
+        from qdrant_client import AsyncQdrantClient
 
         where = self._url or self._path
         try:
@@ -80,14 +122,7 @@ class QdrantStore:
                 self._client = AsyncQdrantClient(url=self._url, api_key=self._api_key, timeout=10)
             else:
                 self._client = AsyncQdrantClient(path=self._path)
-            if not await self._client.collection_exists(self.collection):
-                await self._client.create_collection(
-                    self.collection,
-                    vectors_config=models.VectorParams(size=dimension, distance=models.Distance.COSINE),
-                )
-                if self._url:  # local mode ignores payload indexes (and warns)
-                    await self._client.create_payload_index(self.collection, "doc_id", models.PayloadSchemaType.KEYWORD)
-            info = await self._client.get_collection(self.collection)
+            await self._client.get_collections()
         except RuntimeError as exc:  # local mode's file lock
             raise StoreError(
                 f"cannot open the Qdrant folder {where}: {exc}. Local mode allows one process at a time: "
@@ -95,89 +130,142 @@ class QdrantStore:
             ) from exc
         except Exception as exc:
             raise StoreError(f"cannot reach Qdrant at {where}: {exc}") from exc
-        size = info.config.params.vectors.size
-        if size != dimension:
-            raise StoreError(
-                f"collection {self.collection!r} holds {size}-dimensional vectors but the embedder makes "
-                f"{dimension}: set RIPPLE_COLLECTION to a new name or re-index with the original model"
-            )
-
-    @property
-    def ready(self) -> bool:
-        return self._client is not None
 
     async def close(self) -> None:
         if self._client is not None:
             await self._client.close()
             self._client = None
 
-    async def upsert(self, chunks: Sequence[Chunk], vectors: Sequence[Sequence[float]], extra: dict[str, Any]) -> None:
+    async def search(self, vector: Sequence[float], limit: int) -> list[Passage]:
+        try:
+            if not await self._client.collection_exists(self.alias):
+                return []
+            result = await self._client.query_points(self.alias, query=list(vector), limit=limit, with_payload=True)
+        except Exception as exc:
+            raise StoreError(f"Qdrant search failed: {exc}") from exc
+        return [passage(str(p.id), p.payload or {}, p.score) for p in result.points]
+
+    async def sample(self) -> dict[str, Any] | None:
+        if not await self._client.collection_exists(self.alias):
+            return None
+        points, _ = await self._client.scroll(self.alias, limit=1, with_payload=True, with_vectors=False)
+        return dict(points[0].payload or {}) if points else None
+
+    async def published(self) -> str | None:
+        for alias in (await self._client.get_aliases()).aliases:
+            if alias.alias_name == self.alias:
+                return str(alias.collection_name)
+        if await self._client.collection_exists(self.alias):
+            raise StoreError(
+                f"{self.alias!r} is a plain collection, not an alias (made by an older Ripple): "
+                f"index into another RIPPLE_COLLECTION, or delete the collection {self.alias!r}"
+            )
+        return None
+
+    async def versions(self) -> list[str]:
+        names = [c.name for c in (await self._client.get_collections()).collections]
+        return sorted(n for n in names if n.startswith(self.alias + "__"))
+
+    async def create_version(self, version: str, dimension: int) -> None:
+        from qdrant_client import models
+
+        if await self._client.collection_exists(version):
+            size = (await self._client.get_collection(version)).config.params.vectors.size
+            if size != dimension:
+                raise StoreError(f"collection {version} holds {size}-dimensional vectors, not {dimension}")
+            return
+        await self._client.create_collection(
+            version, vectors_config=models.VectorParams(size=dimension, distance=models.Distance.COSINE)
+        )
+        if self._url:  # local mode ignores payload indexes (and warns)
+            for key in ("doc_id", "source", "tenant"):
+                await self._client.create_payload_index(version, key, models.PayloadSchemaType.KEYWORD)
+
+    async def state(self, version: str) -> tuple[DocState, dict[str, str]]:
+        docs: DocState = {}
+        sources: dict[str, str] = {}
+        offset = None
+        while True:
+            points, offset = await self._client.scroll(
+                version,
+                limit=1024,
+                offset=offset,
+                with_payload=["doc_id", "content_hash", "source"],
+                with_vectors=False,
+            )
+            for p in points:
+                data = p.payload or {}
+                hashes = docs.setdefault(data["doc_id"], {})
+                hashes[data["content_hash"]] = hashes.get(data["content_hash"], 0) + 1
+                sources[data["doc_id"]] = data["source"]
+            if offset is None:
+                return docs, sources
+
+    async def upsert(
+        self, version: str, chunks: Sequence[Chunk], vectors: Sequence[Sequence[float]], extra: dict[str, Any]
+    ) -> None:
         from qdrant_client import models
 
         points = [
-            models.PointStruct(id=c.id, vector=list(v), payload=_payload(c, extra))
+            models.PointStruct(id=c.id, vector=list(v), payload=payload(c, extra))
             for c, v in zip(chunks, vectors, strict=True)
         ]
-        await self._client.upsert(self.collection, points=points, wait=True)
+        await self._client.upsert(version, points=points, wait=True)
 
-    def _doc_filter(self, doc_id: str) -> Any:
+    async def delete_document(self, version: str, doc_id: str, *, keep_hash: str | None = None) -> None:
         from qdrant_client import models
 
-        return models.Filter(must=[models.FieldCondition(key="doc_id", match=models.MatchValue(value=doc_id))])
-
-    async def document_hash(self, doc_id: str) -> str | None:
-        points, _ = await self._client.scroll(self.collection, scroll_filter=self._doc_filter(doc_id), limit=1)
-        return points[0].payload.get("content_hash") if points else None
-
-    async def delete_document(self, doc_id: str) -> None:
-        from qdrant_client import models
-
-        await self._client.delete(
-            self.collection, points_selector=models.FilterSelector(filter=self._doc_filter(doc_id)), wait=True
-        )
-
-    async def search(self, vector: Sequence[float], limit: int) -> list[Passage]:
-        try:
-            result = await self._client.query_points(
-                self.collection, query=list(vector), limit=limit, with_payload=True
+        must_not: list[Any] | None = None
+        if keep_hash:
+            must_not = [models.FieldCondition(key="content_hash", match=models.MatchValue(value=keep_hash))]
+        selector = models.FilterSelector(
+            filter=models.Filter(
+                must=[models.FieldCondition(key="doc_id", match=models.MatchValue(value=doc_id))], must_not=must_not
             )
-        except Exception as exc:
-            raise StoreError(f"Qdrant search failed: {exc}") from exc
-        return [_passage(str(p.id), p.payload or {}, p.score) for p in result.points]
+        )
+        await self._client.delete(version, points_selector=selector, wait=True)
 
-    async def count(self) -> int:
-        return int((await self._client.count(self.collection, exact=True)).count)
+    async def publish(self, version: str) -> None:
+        from qdrant_client import models
+
+        ops: list[Any] = []
+        if await self.published() is not None:
+            ops.append(models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=self.alias)))
+        ops.append(
+            models.CreateAliasOperation(create_alias=models.CreateAlias(collection_name=version, alias_name=self.alias))
+        )
+        await self._client.update_collection_aliases(change_aliases_operations=ops)
+
+    async def drop(self, version: str) -> None:
+        if version == await self.published():
+            raise StoreError(f"{version} is the published version of {self.alias!r}; it cannot be dropped")
+        await self._client.delete_collection(version)
+
+    async def count(self, version: str | None = None) -> int:
+        name = version or self.alias
+        if not await self._client.collection_exists(name):
+            return 0
+        return int((await self._client.count(name, exact=True)).count)
 
 
 class InMemoryStore:
-    """A fake for tests: a dict of points and brute-force cosine search."""
+    """A fake for tests: dicts of points per version, an alias, brute-force cosine search."""
 
-    def __init__(self) -> None:
-        self._points: dict[str, tuple[list[float], dict[str, Any]]] = {}
-        self.started = False
-
-    async def start(self, dimension: int) -> None:
-        self.started = True
-
-    async def close(self) -> None:
+    def __init__(self, alias: str = "docs") -> None:
+        self.alias = alias
+        self._versions: dict[str, dict[str, tuple[list[float], dict[str, Any]]]] = {}
+        self._published: str | None = None
         self.started = False
 
     @property
     def ready(self) -> bool:
         return self.started
 
-    async def upsert(self, chunks: Sequence[Chunk], vectors: Sequence[Sequence[float]], extra: dict[str, Any]) -> None:
-        for c, v in zip(chunks, vectors, strict=True):
-            self._points[c.id] = (list(v), _payload(c, extra))
+    async def start(self) -> None:
+        self.started = True
 
-    async def document_hash(self, doc_id: str) -> str | None:
-        for _, payload in self._points.values():
-            if payload["doc_id"] == doc_id:
-                return str(payload["content_hash"])
-        return None
-
-    async def delete_document(self, doc_id: str) -> None:
-        self._points = {k: p for k, p in self._points.items() if p[1]["doc_id"] != doc_id}
+    async def close(self) -> None:
+        self.started = False
 
     async def search(self, vector: Sequence[float], limit: int) -> list[Passage]:
         def cos(a: Sequence[float], b: Sequence[float]) -> float:
@@ -185,8 +273,50 @@ class InMemoryStore:
             nb = math.sqrt(sum(x * x for x in b)) or 1.0
             return sum(x * y for x, y in zip(a, b, strict=True)) / (na * nb)
 
-        scored = sorted(((cos(vector, v), k, p) for k, (v, p) in self._points.items()), key=lambda t: (-t[0], t[1]))
-        return [_passage(k, p, s) for s, k, p in scored[:limit]]
+        points = self._versions.get(self._published or "", {})
+        scored = sorted(((cos(vector, v), k, p) for k, (v, p) in points.items()), key=lambda t: (-t[0], t[1]))
+        return [passage(k, p, s) for s, k, p in scored[:limit]]
 
-    async def count(self) -> int:
-        return len(self._points)
+    async def sample(self) -> dict[str, Any] | None:
+        points = self._versions.get(self._published or "", {})
+        return dict(next(iter(points.values()))[1]) if points else None
+
+    async def published(self) -> str | None:
+        return self._published
+
+    async def versions(self) -> list[str]:
+        return sorted(self._versions)
+
+    async def create_version(self, version: str, dimension: int) -> None:
+        self._versions.setdefault(version, {})
+
+    async def state(self, version: str) -> tuple[DocState, dict[str, str]]:
+        docs: DocState = {}
+        sources: dict[str, str] = {}
+        for _, data in self._versions[version].values():
+            hashes = docs.setdefault(data["doc_id"], {})
+            hashes[data["content_hash"]] = hashes.get(data["content_hash"], 0) + 1
+            sources[data["doc_id"]] = data["source"]
+        return docs, sources
+
+    async def upsert(
+        self, version: str, chunks: Sequence[Chunk], vectors: Sequence[Sequence[float]], extra: dict[str, Any]
+    ) -> None:
+        for c, v in zip(chunks, vectors, strict=True):
+            self._versions[version][c.id] = (list(v), payload(c, extra))
+
+    async def delete_document(self, version: str, doc_id: str, *, keep_hash: str | None = None) -> None:
+        points = self._versions[version]
+        for key in [k for k, (_, p) in points.items() if p["doc_id"] == doc_id and p["content_hash"] != keep_hash]:
+            del points[key]
+
+    async def publish(self, version: str) -> None:
+        self._published = version
+
+    async def drop(self, version: str) -> None:
+        if version == self._published:
+            raise StoreError(f"{version} is the published version of {self.alias!r}; it cannot be dropped")
+        del self._versions[version]
+
+    async def count(self, version: str | None = None) -> int:
+        return len(self._versions.get(version or self._published or "", {}))

@@ -45,6 +45,7 @@ class Chunk:
     """Character offset of the chunk in the document's text."""
     end: int
     heading: str = ""
+    page: int | None = None
     content_hash: str = ""
 
 
@@ -60,4 +61,5 @@ class Passage:
     start: int
     end: int
     heading: str = ""
+    page: int | None = None
     payload: dict[str, Any] = field(default_factory=dict, compare=False)

@@ -7,18 +7,23 @@ in reverse order at shutdown. Tests pass fakes as `components`; production build
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from indexer.pipeline import Indexer
 from runtime import logs
 from runtime.admission import Admission
 from runtime.api import install_error_handlers, router
 from runtime.chat import ChatService
 from runtime.components import Components, build_components, start_components
+from runtime.documents_api import router as documents_router
+from runtime.jobs import JobRunner
 from runtime.metrics import Metrics
 from runtime.settings import Settings
 
@@ -31,6 +36,11 @@ def create_app(settings: Settings, *, components: Components | None = None) -> F
         async with AsyncExitStack() as stack:
             await start_components(parts, stack)
             metrics.watch_engine(parts.generator.unfinished_requests)
+            indexer = parts.indexer
+            jobs = JobRunner(lambda paths, progress: _index(indexer, paths, progress))
+            await jobs.start()
+            stack.push_async_callback(jobs.close)
+            app.state.settings, app.state.indexer, app.state.jobs = settings, indexer, jobs
             app.state.admission = Admission(settings.max_concurrent_requests, metrics)
             app.state.service = ChatService(settings, parts.generator, parts.retriever, parts.guard, metrics)
             app.state.readiness = lambda: {
@@ -42,10 +52,15 @@ def create_app(settings: Settings, *, components: Components | None = None) -> F
 
     app = FastAPI(title="Ripple", version="0.1.0", lifespan=lifespan)
     app.include_router(router)
+    app.include_router(documents_router)
     install_error_handlers(app)
 
     app.add_middleware(RequestIdMiddleware)
     return app
+
+
+async def _index(indexer: Indexer, paths: list[Path], progress: Callable[[int, int], None]) -> dict[str, Any]:
+    return (await indexer.run(paths, progress=progress)).as_dict()
 
 
 class RequestIdMiddleware:

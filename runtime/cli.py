@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import sys
+import time
 from contextlib import AsyncExitStack, aclosing
 from pathlib import Path
 from typing import Annotated, Any
@@ -67,39 +68,74 @@ def main(
 
 @app.command()
 def index(
-    paths: Annotated[list[Path], typer.Argument(help="Files or folders of Markdown (.md) and text (.txt, .rst).")],
-    collection: Annotated[str | None, typer.Option(help="Qdrant collection [RIPPLE_COLLECTION].")] = None,
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="Files or folders: Markdown, text, reStructuredText, HTML, PDF.")
+    ] = None,
+    collection: Annotated[str | None, typer.Option(help="Collection alias to index into [RIPPLE_COLLECTION].")] = None,
+    prune: Annotated[bool, typer.Option("--prune", help="Delete documents under PATHS whose files are gone.")] = False,
+    gc: Annotated[
+        bool, typer.Option("--gc", help="Drop old versions of the collection (other models or chunkers).")
+    ] = False,
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write the summary as JSON here.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
-    """Embed documents into Qdrant. Unchanged files are skipped; changed files replace their old chunks."""
-    from indexer.pipeline import index_paths
+    """Embed documents into Qdrant, incrementally: unchanged files are skipped, changed files replace their
+    old chunks. A new embedding model or chunker builds a new version of the collection, published
+    atomically when complete; the old one is kept until --gc."""
+    from tqdm import tqdm
+
+    from indexer.pipeline import Indexer, walk
     from indexer.store import StoreError
     from runtime.components import build_embedder, build_store
     from runtime.errors import ConfigError
 
+    if not paths and not gc:
+        _fail("give PATH(s) to index, or --gc")
     settings = _settings(collection=collection)
 
     async def run() -> dict[str, Any]:
         embedder = build_embedder(settings)
         store = build_store(settings)
         await asyncio.to_thread(embedder.start)
-        await store.start(embedder.dimension)
+        await store.start()
+        indexer = Indexer(
+            embedder, store, settings.chunker(), tenant=settings.tenant, batch_size=settings.embed_batch_size
+        )
+        report: dict[str, Any] = {}
         try:
-            return (await index_paths(paths, embedder, store)).as_dict()
+            if paths:
+                total = sum(1 for _ in walk(paths, []))
+                with tqdm(total=total, unit="file", disable=quiet, dynamic_ncols=True) as bar:
+                    started = time.perf_counter()
+
+                    def progress(files: int, chunks: int) -> None:
+                        bar.update(files - bar.n)
+                        rate = chunks / max(time.perf_counter() - started, 1e-9)
+                        bar.set_postfix(chunks=chunks, chunks_s=f"{rate:.1f}")
+
+                    report = (await indexer.run(paths, prune=prune, progress=progress)).as_dict()
+            if gc:
+                report["dropped_versions"] = await indexer.gc()
+            return report
         finally:
             await store.close()
 
     try:
         summary = asyncio.run(run())
-    except (StoreError, ConfigError, FileNotFoundError) as exc:
+    except (StoreError, ConfigError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
-    typer.echo(
-        f"indexed into {settings.collection!r}: {len(summary['added'])} added, {len(summary['updated'])} updated, "
-        f"{len(summary['unchanged'])} unchanged, {len(summary['failed'])} failed; "
-        f"{summary['chunks_embedded']} chunks embedded"
-    )
-    for failure in summary["failed"]:
-        typer.echo(f"  failed: {failure['source']}: {failure['error']}")
+    if paths:
+        typer.echo(
+            f"{summary['collection']} -> {summary['version']}"
+            + (" (published now)" if summary["published_now"] else "")
+            + f"\n  added {len(summary['added'])}, updated {len(summary['updated'])}, "
+            f"unchanged {len(summary['unchanged'])}, deleted {len(summary['deleted'])}, failed {len(summary['failed'])}"
+            f"\n  {summary['chunks_embedded']} chunks embedded in {summary['seconds']:.1f} s"
+        )
+        for failure in summary["failed"]:
+            typer.echo(f"  failed: {failure['source']}: {failure['error']}")
+    for version in summary.get("dropped_versions", []):
+        typer.echo(f"  dropped old version {version}")
     if json_path is not None:
         json_path.write_text(json.dumps(summary, indent=2))
 

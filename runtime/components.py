@@ -9,13 +9,15 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import AsyncExitStack, aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from guards.protocol import Guard
+from indexer.chunker import ChunkerSettings
 from indexer.embedder import Embedder, SentenceTransformerEmbedder
+from indexer.pipeline import Indexer
 from indexer.retriever import DenseRetriever
-from indexer.store import QdrantStore, VectorStore
+from indexer.store import QdrantStore, StoreError, VectorStore
 from runtime.generation import Generator, SamplingOptions
 from runtime.models import PACKAGED_EMBEDDER_ID, packaged_embedder_path, resolve_chat_model
 from runtime.settings import Settings
@@ -29,10 +31,31 @@ class Components:
     embedder: Embedder
     store: VectorStore
     guard: Guard | None
+    chunker: ChunkerSettings = field(default_factory=ChunkerSettings)
+    tenant: str = "public"
 
     @property
     def retriever(self) -> DenseRetriever:
         return DenseRetriever(self.embedder, self.store)
+
+    @property
+    def indexer(self) -> Indexer:
+        return Indexer(self.embedder, self.store, self.chunker, tenant=self.tenant)
+
+
+async def check_collection(components: Components) -> None:
+    """Refuse to serve a collection whose vectors come from another embedding model than ours."""
+    version = await components.store.published()
+    if version is None:
+        logger.warning("collection %r has no documents yet: run `ripple index PATH`", components.store.alias)
+        return
+    sample = await components.store.sample()
+    model = sample.get("embedding_model") if sample else None
+    if model is not None and model != components.embedder.model_id:
+        raise StoreError(
+            f"collection {components.store.alias!r} was embedded with {model} but this server embeds queries with "
+            f"{components.embedder.model_id}: set RIPPLE_EMBED_MODEL={model} or re-index with `ripple index`"
+        )
 
 
 def build_embedder(settings: Settings) -> SentenceTransformerEmbedder:
@@ -107,6 +130,8 @@ def build_components(settings: Settings) -> Components:
         embedder=build_embedder(settings),
         store=build_store(settings),
         guard=build_guard(settings, generator),
+        chunker=settings.chunker(),
+        tenant=settings.tenant,
     )
 
 
@@ -115,8 +140,9 @@ async def start_components(components: Components, stack: AsyncExitStack) -> Non
     import asyncio
 
     await asyncio.to_thread(components.embedder.start)
-    await components.store.start(components.embedder.dimension)
+    await components.store.start()
     stack.push_async_callback(components.store.close)
+    await check_collection(components)
     await components.generator.start()
     stack.push_async_callback(components.generator.close)
     if components.guard is not None:

@@ -4,7 +4,10 @@
     ├── ConfigError                 500  bad settings or missing model (a start-up failure)
     ├── BadRequestError             400  invalid_request_error
     │   └── UnsupportedFieldError   400  fields Ripple does not implement
+    ├── NotFoundError               404  no such document or job
     ├── ModelNotFoundError          404  the `model` is not the one served
+    ├── ConflictError               409  the request clashes with what is stored
+    ├── PayloadTooLargeError        413  an upload over the limit
     ├── OverloadedError             429  admission refused (has Retry-After)
     ├── UpstreamError               502  the remote generator failed
     └── NotReadyError               503  engine, store or rails not ready (has Retry-After)
@@ -49,6 +52,21 @@ class BadRequestError(RippleError):
 
 class UnsupportedFieldError(BadRequestError):
     pass
+
+
+class NotFoundError(RippleError):
+    status_code = 404
+    error_type = "not_found"
+
+
+class ConflictError(RippleError):
+    status_code = 409
+    error_type = "conflict"
+
+
+class PayloadTooLargeError(RippleError):
+    status_code = 413
+    error_type = "payload_too_large"
 
 
 class ModelNotFoundError(RippleError):

@@ -21,6 +21,7 @@ from pydantic_settings import (
 )
 
 from guards import DEFAULT_CONFIG as DEFAULT_GUARDS_CONFIG
+from indexer.chunker import ChunkerSettings
 from runtime.models import best_dtype, default_cache_dir
 
 
@@ -66,6 +67,14 @@ class Settings(BaseSettings):
     collection: str = "ripple-docs"
     top_k: int = Field(4, ge=1, le=50)
 
+    # Indexing
+    chunk_max_tokens: int = Field(200, ge=16, description="Chunk size in the embedding model's tokens.")
+    chunk_overlap_tokens: int = Field(32, ge=0, description="Tokens repeated between neighbouring chunks.")
+    embed_batch_size: int = Field(256, ge=1, description="Chunks embedded per batch while indexing.")
+    tenant: str = Field("public", description="Tenant stored with every chunk indexed by this process.")
+    upload_dir: Path = Field(Path(".ripple/uploads"), description="Where POST /v1/documents keeps uploaded files.")
+    max_upload_mb: int = Field(50, ge=1, description="Largest file POST /v1/documents accepts.")
+
     # Generation limits
     default_max_tokens: int = Field(256, ge=1)
     max_tokens_limit: int = Field(1024, ge=1)
@@ -85,6 +94,9 @@ class Settings(BaseSettings):
     )
 
     log_json: bool = Field(False, description="Log JSON lines (production); also `ripple --log-json`.")
+
+    def chunker(self) -> ChunkerSettings:
+        return ChunkerSettings(max_tokens=self.chunk_max_tokens, overlap_tokens=self.chunk_overlap_tokens)
 
     def resolved_dtype(self) -> str:
         return self.dtype if self.dtype != "auto" else best_dtype()
@@ -137,6 +149,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"RIPPLE_STREAM_FIRST_WINDOW_CHARS ({self.stream_first_window_chars}) is larger than "
                 f"RIPPLE_STREAM_WINDOW_CHARS ({self.stream_window_chars}): lower the first or raise the second"
+            )
+        if self.chunk_overlap_tokens > self.chunk_max_tokens // 2:
+            raise ValueError(
+                f"RIPPLE_CHUNK_OVERLAP_TOKENS ({self.chunk_overlap_tokens}) must be at most half of "
+                f"RIPPLE_CHUNK_MAX_TOKENS ({self.chunk_max_tokens})"
             )
         if self.qdrant_url is None and self.qdrant_path is None:
             raise ValueError("set RIPPLE_QDRANT_PATH (a local folder) or RIPPLE_QDRANT_URL (a Qdrant server)")

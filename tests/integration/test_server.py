@@ -153,4 +153,4 @@ def test_index_cli_reports_and_skips_unchanged(tmp_path: Path) -> None:
     out = run_ripple("index", str(docs), "--json", str(tmp_path / "2.json"), env=env)
     second = json.loads((tmp_path / "2.json").read_text())
     assert second["chunks_embedded"] == 0 and len(second["unchanged"]) == 1
-    assert "1 unchanged" in out.stdout
+    assert "unchanged 1" in out.stdout

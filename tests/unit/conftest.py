@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from guards.fake import FakeGuard
 from indexer.embedder import HashingEmbedder
-from indexer.pipeline import index_paths
+from indexer.pipeline import Indexer
 from indexer.store import InMemoryStore
 from runtime.app import create_app
 from runtime.components import Components
@@ -35,7 +35,7 @@ def components() -> Components:
     return Components(
         generator=FakeGenerator(reply="Mira Okonkwo designed the Zorblax protocol in 2019 [1]."),
         embedder=HashingEmbedder(),
-        store=InMemoryStore(),
+        store=InMemoryStore("ripple-docs"),
         guard=FakeGuard(),
     )
 
@@ -45,5 +45,5 @@ def client(settings: Settings, components: Components) -> Iterator[TestClient]:
     with TestClient(create_app(settings, components=components)) as test_client:
         import asyncio
 
-        asyncio.run(index_paths([CORPUS], components.embedder, components.store))
+        asyncio.run(Indexer(components.embedder, components.store).run([CORPUS]))
         yield test_client

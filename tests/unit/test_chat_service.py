@@ -8,7 +8,7 @@ from pathlib import Path
 
 from guards.fake import FakeGuard
 from indexer.embedder import HashingEmbedder
-from indexer.pipeline import index_paths
+from indexer.pipeline import Indexer
 from indexer.retriever import DenseRetriever
 from indexer.store import InMemoryStore
 from runtime.chat import ChatService, FinishEvent, TextEvent
@@ -22,7 +22,7 @@ CORPUS = Path(__file__).parent.parent / "fixtures" / "corpus"
 
 async def make_service(settings: Settings, guard: FakeGuard | None, reply: str, delay: float = 0.0) -> ChatService:
     embedder, store = HashingEmbedder(), InMemoryStore()
-    await index_paths([CORPUS], embedder, store)
+    await Indexer(embedder, store).run([CORPUS])
     return ChatService(
         settings, FakeGenerator(reply=reply, delay=delay, ready=True), DenseRetriever(embedder, store), guard, Metrics()
     )

@@ -1,52 +1,58 @@
-"""Chunking: spans, headings, overlap, limits and determinism."""
+"""Chunking in tokens: spans, sections, overlap, limits and determinism."""
 
 from __future__ import annotations
 
 import pytest
 
 from indexer.chunker import ChunkerSettings, chunk_document
+from indexer.embedder import HashingEmbedder
+from indexer.types import ParsedDocument, Section
 
-DOC = (
-    "# Title\n\nIntro paragraph.\n\n## Part A\n\n"
-    + ("Sentence about part A. " * 80)
-    + "\n\n### Detail\n\nDeep detail.\n"
+TOKENS = HashingEmbedder().token_offsets
+LONG = " ".join(f"Sentence {i} is about part A." for i in range(120))
+DOC = ParsedDocument(
+    "markdown",
+    (
+        Section("# Title\n\nIntro paragraph.", "Title"),
+        Section("## Part A\n\n" + LONG, "Title > Part A", 3),
+        Section("Deep detail.", "Title > Part A > Detail"),
+    ),
 )
 
 
-def test_spans_point_into_the_original_text() -> None:
-    for c in chunk_document("d", "d.md", DOC):
-        assert DOC[c.start : c.end] == c.text and c.text.strip() == c.text
+def test_spans_point_into_the_documents_text() -> None:
+    chunks = chunk_document("d", "d.md", DOC, TOKENS, ChunkerSettings())
+    for c in chunks:
+        assert DOC.text[c.start : c.end] == c.text and c.text.strip() == c.text
 
 
-def test_heading_path_is_kept() -> None:
-    headings = [c.heading for c in chunk_document("d", "d.md", DOC)]
-    assert headings[0] == "Title"
-    assert "Title > Part A" in headings
-    assert headings[-1] == "Title > Part A > Detail"
+def test_chunks_keep_their_sections_heading_and_page_and_never_cross_sections() -> None:
+    chunks = chunk_document("d", "d.md", DOC, TOKENS, ChunkerSettings(max_tokens=50, overlap_tokens=10))
+    assert chunks[0].heading == "Title" and chunks[0].text == "# Title\n\nIntro paragraph."
+    assert chunks[-1].heading == "Title > Part A > Detail" and chunks[-1].text == "Deep detail."
+    middle = [c for c in chunks if c.heading == "Title > Part A"]
+    assert len(middle) > 3 and all(c.page == 3 for c in middle)
 
 
-def test_long_sections_are_cut_with_overlap_within_the_limit() -> None:
-    settings = ChunkerSettings(max_chars=300, overlap=60)
-    part_a = [c for c in chunk_document("d", "d.md", DOC, settings) if c.heading == "Title > Part A"]
-    assert len(part_a) > 3
-    assert all(len(c.text) <= 300 for c in part_a)
-    for prev, nxt in zip(part_a, part_a[1:], strict=False):
+def test_windows_respect_the_token_limit_overlap_and_prefer_sentence_ends() -> None:
+    settings = ChunkerSettings(max_tokens=50, overlap_tokens=10)
+    part = [c for c in chunk_document("d", "d.md", DOC, TOKENS, settings) if c.heading == "Title > Part A"]
+    assert all(len(TOKENS(c.text)) <= 50 for c in part)
+    assert all(c.text.endswith(".") for c in part), "cut at sentence ends when one is in the window's second half"
+    for prev, nxt in zip(part, part[1:], strict=False):
         assert nxt.start < prev.end, "neighbours overlap"
 
 
-def test_same_input_same_ids_and_changed_input_new_ids() -> None:
-    a = chunk_document("d", "d.md", DOC)
-    assert [c.id for c in a] == [c.id for c in chunk_document("d", "d.md", DOC)]
-    b = chunk_document("d", "d.md", DOC + "More.")
-    assert a[0].id != b[0].id and len({c.index for c in a}) == len(a)
+def test_same_input_same_ids_other_settings_or_text_other_ids() -> None:
+    a = chunk_document("d", "d.md", DOC, TOKENS, ChunkerSettings())
+    assert [c.id for c in a] == [c.id for c in chunk_document("d", "d.md", DOC, TOKENS, ChunkerSettings())]
+    b = chunk_document("d", "d.md", DOC, TOKENS, ChunkerSettings(max_tokens=100))
+    assert a[0].id != b[0].id
+    changed = ParsedDocument("markdown", (*DOC.sections, Section("More.")))
+    assert a[0].id != chunk_document("d", "d.md", changed, TOKENS, ChunkerSettings())[0].id
 
 
-def test_plain_text_has_no_heading() -> None:
-    [c] = chunk_document("t", "t.txt", "just some text")
-    assert c.heading == "" and c.text == "just some text"
-
-
-@pytest.mark.parametrize("max_chars,overlap", [(50, 0), (1000, 600), (1000, -1)])
-def test_bad_settings_say_what_is_wrong(max_chars: int, overlap: int) -> None:
-    with pytest.raises(ValueError, match="max_chars|overlap"):
-        ChunkerSettings(max_chars=max_chars, overlap=overlap)
+@pytest.mark.parametrize("max_tokens,overlap", [(8, 0), (100, 60), (100, -1)])
+def test_bad_settings_say_what_is_wrong(max_tokens: int, overlap: int) -> None:
+    with pytest.raises(ValueError, match="max_tokens|overlap"):
+        ChunkerSettings(max_tokens=max_tokens, overlap_tokens=overlap)

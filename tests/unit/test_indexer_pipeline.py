@@ -1,59 +1,140 @@
-"""`index_paths` on real local Qdrant with the hashing embedder: incremental and per-file errors."""
+"""`Indexer` on real local Qdrant with the hashing embedder: incremental runs, versions, bad files."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from indexer.chunker import ChunkerSettings, chunk_document
 from indexer.embedder import HashingEmbedder
-from indexer.pipeline import index_paths
+from indexer.pipeline import Indexer
 from indexer.store import QdrantStore
+from indexer.types import ParsedDocument, Section
 
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[QdrantStore]:
     s = QdrantStore("docs", path=str(tmp_path / "q"))
-    await s.start(64)
+    await s.start()
     yield s
     await s.close()
 
 
-async def test_unchanged_files_embed_nothing_and_changed_files_replace_chunks(
-    tmp_path: Path, store: QdrantStore
+@pytest.fixture
+def docs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "a.md").write_text("# A\n\n" + "alpha beta gamma. " * 300)
+    (folder / "b.txt").write_text("bravo")
+    return folder
+
+
+async def test_unchanged_files_embed_nothing_and_changed_files_replace_their_chunks(
+    docs: Path, store: QdrantStore
 ) -> None:
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    (docs / "a.md").write_text("# A\n\nalpha " * 200)
-    (docs / "b.txt").write_text("bravo")
-    first = await index_paths([docs], HashingEmbedder(), store)
-    assert len(first.added) == 2 and first.chunks_embedded > 2
+    indexer = Indexer(HashingEmbedder(), store, batch_size=16)
+    first = await indexer.run([docs])
+    assert first.added == ["docs/a.md", "docs/b.txt"] and first.published_now and first.chunks_embedded > 2
     total = await store.count()
-    second = await index_paths([docs], HashingEmbedder(), store)
-    assert second.chunks_embedded == 0 and len(second.unchanged) == 2
+    second = await indexer.run([docs])
+    assert second.chunks_embedded == 0 and second.unchanged == ["docs/a.md", "docs/b.txt"] and not second.published_now
     (docs / "b.txt").write_text("bravo changed")
-    third = await index_paths([docs], HashingEmbedder(), store)
-    assert third.updated == [s for s in first.added if s.endswith("b.txt")] and third.chunks_embedded == 1
-    assert await store.count() == total, "old chunks of b.txt were replaced, not added to"
+    third = await indexer.run([docs])
+    assert third.updated == ["docs/b.txt"] and third.chunks_embedded == 1
+    assert await store.count() == total, "b.txt's old chunk was replaced, not kept beside the new one"
 
 
-async def test_bad_files_are_reported_and_the_run_goes_on(tmp_path: Path, store: QdrantStore) -> None:
-    docs = tmp_path / "docs"
-    docs.mkdir()
+async def test_prune_removes_documents_whose_files_are_gone_only_under_the_given_paths(
+    docs: Path, store: QdrantStore, tmp_path: Path
+) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "c.md").write_text("charlie")
+    indexer = Indexer(HashingEmbedder(), store)
+    await indexer.run([docs, other])
+    (docs / "b.txt").unlink()
+    kept = await indexer.run([docs])
+    assert kept.deleted == [], "without --prune nothing is deleted"
+    pruned = await indexer.run([docs], prune=True)
+    assert pruned.deleted == ["docs/b.txt"]
+    _, sources = await store.state(indexer.version)
+    assert sorted(sources.values()) == ["docs/a.md", "other/c.md"]
+
+
+async def test_a_new_chunker_builds_a_new_version_and_swaps_only_when_complete(docs: Path, store: QdrantStore) -> None:
+    old = Indexer(HashingEmbedder(), store, ChunkerSettings(max_tokens=200))
+    await old.run([docs])
+    new = Indexer(HashingEmbedder(), store, ChunkerSettings(max_tokens=64, overlap_tokens=8))
+    assert new.version != old.version
+    summary = await new.run([docs / "a.md"])
+    assert summary.published_now and await store.published() == new.version
+    _, sources = await store.state(new.version)
+    assert sorted(sources.values()) == ["docs/a.md", "docs/b.txt"], "the new version carries the old one's documents"
+    assert {
+        h.payload["chunker"]["max_tokens"] for h in await store.search(HashingEmbedder().embed(["alpha"])[0], 50)
+    } == {64}
+    assert await store.versions() == sorted([old.version, new.version])
+    assert await new.gc() == [old.version]
+    assert await store.versions() == [new.version]
+
+
+async def test_a_crash_between_upsert_and_delete_is_repaired_without_embedding(docs: Path, store: QdrantStore) -> None:
+    embedder = HashingEmbedder()
+    indexer = Indexer(embedder, store)
+    await indexer.run([docs])
+    (docs / "b.txt").write_text("bravo two")
+    await indexer.run([docs])
+    state, sources = await store.state(indexer.version)
+    doc_id = next(d for d, s in sources.items() if s == "docs/b.txt")
+    # What a kill -9 between the upsert of the new chunks and the delete of the old ones leaves:
+    stale = chunk_document(
+        doc_id, "docs/b.txt", ParsedDocument("text", (Section("bravo"),)), embedder.token_offsets, indexer.chunker
+    )
+    await store.upsert(indexer.version, stale, embedder.embed(["bravo"]), {})
+    assert len((await store.state(indexer.version))[0][doc_id]) == 2
+    repaired = await indexer.run([docs])
+    assert repaired.updated == ["docs/b.txt"] and repaired.chunks_embedded == 0
+    assert (await store.state(indexer.version))[0][doc_id] == state[doc_id]
+
+
+async def test_bad_files_are_reported_one_by_one_and_the_run_goes_on(
+    docs: Path, store: QdrantStore, tmp_path: Path
+) -> None:
     (docs / "empty.md").write_text("  \n")
     (docs / "binary.txt").write_bytes(b"\x00\x01\x02abc")
     (docs / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
-    (docs / "good.md").write_text("fine text")
-    (docs / "image.png").write_bytes(b"\x89PNG")  # not a supported suffix: not even tried
-    summary = await index_paths([docs], HashingEmbedder(), store)
+    with (docs / "huge.txt").open("wb") as f:
+        f.truncate(200 * 1024 * 1024)  # sparse: 200 MB on paper, nothing on disk
+    (docs / "loop.md").symlink_to(docs / "loop2.md")
+    (docs / "loop2.md").symlink_to(docs / "loop.md")
+    (docs / "sub").mkdir()
+    (docs / "sub" / "up").symlink_to(docs)  # a folder loop: not followed
+    (docs / "image.png").write_bytes(b"\x89PNG")  # unsupported suffix: not even tried
+    summary = await Indexer(HashingEmbedder(), store).run([docs])
     errors = {Path(f["source"]).name: f["error"] for f in summary.failed}
-    assert set(errors) == {"empty.md", "binary.txt", "latin1.txt"}
-    assert "empty" in errors["empty.md"] and "binary" in errors["binary.txt"] and "UTF-8" in errors["latin1.txt"]
-    assert [Path(s).name for s in summary.added] == ["good.md"]
+    assert set(errors) == {"empty.md", "binary.txt", "latin1.txt", "huge.txt", "loop.md", "loop2.md"}
+    assert "empty" in errors["empty.md"] and "MiB" in errors["huge.txt"]
+    assert summary.added == ["docs/a.md", "docs/b.txt"]
     assert summary.as_dict().keys() >= {"added", "updated", "unchanged", "deleted", "failed", "chunks_embedded"}
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every file, so a permission error cannot be made here")
+async def test_an_unreadable_file_is_a_permission_error_in_the_summary(docs: Path, store: QdrantStore) -> None:
+    (docs / "secret.md").write_text("x")
+    (docs / "secret.md").chmod(0)
+    summary = await Indexer(HashingEmbedder(), store).run([docs])
+    assert any("permission" in f["error"] for f in summary.failed)
+
+
+async def test_chunks_longer_than_the_model_reads_are_refused(docs: Path, store: QdrantStore) -> None:
+    with pytest.raises(ValueError, match="RIPPLE_CHUNK_MAX_TOKENS"):
+        await Indexer(HashingEmbedder(), store, ChunkerSettings(max_tokens=600, overlap_tokens=0)).run([docs])
 
 
 async def test_a_missing_path_is_an_error(tmp_path: Path, store: QdrantStore) -> None:
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        await index_paths([tmp_path / "nope"], HashingEmbedder(), store)
+        await Indexer(HashingEmbedder(), store).run([tmp_path / "nope"])

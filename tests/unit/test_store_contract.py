@@ -7,57 +7,114 @@ from pathlib import Path
 
 import pytest
 
-from indexer.chunker import chunk_document
+from indexer.chunker import ChunkerSettings, chunk_document
 from indexer.embedder import HashingEmbedder
-from indexer.store import InMemoryStore, QdrantStore, StoreError, VectorStore
+from indexer.store import InMemoryStore, QdrantStore, StoreError, VectorStore, version_name
+from indexer.types import ParsedDocument, Section
 
 EMBED = HashingEmbedder()
+V1 = version_name("docs", "model-a", EMBED.dimension, "t200o32v2")
+V2 = version_name("docs", "model-b", EMBED.dimension, "t200o32v2")
 
 
 @pytest.fixture(params=["memory", "qdrant"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[VectorStore]:
-    s: VectorStore = InMemoryStore() if request.param == "memory" else QdrantStore("test", path=str(tmp_path / "q"))
-    await s.start(EMBED.dimension)
+    s: VectorStore = (
+        InMemoryStore("docs") if request.param == "memory" else QdrantStore("docs", path=str(tmp_path / "q"))
+    )
+    await s.start()
+    await s.create_version(V1, EMBED.dimension)
     yield s
     await s.close()
 
 
-async def add(store: VectorStore, doc_id: str, text: str) -> None:
-    chunks = chunk_document(doc_id, f"{doc_id}.md", text)
-    await store.upsert(chunks, EMBED.embed([c.text for c in chunks]), {"tenant": "public"})
+async def add(store: VectorStore, doc_id: str, text: str, version: str = V1) -> None:
+    doc = ParsedDocument("text", (Section(text),))
+    chunks = chunk_document(doc_id, f"{doc_id}.md", doc, EMBED.token_offsets, ChunkerSettings())
+    await store.upsert(version, chunks, EMBED.embed([c.text for c in chunks]), {"tenant": "public"})
 
 
-async def test_search_ranks_by_similarity_and_returns_payload(store: VectorStore) -> None:
+async def test_nothing_is_searchable_before_publishing(store: VectorStore) -> None:
+    await add(store, "a", "apples and pears")
+    assert await store.published() is None
+    assert await store.search(EMBED.embed(["apples"])[0], 3) == []
+    assert await store.sample() is None
+
+
+async def test_search_goes_through_the_published_alias(store: VectorStore) -> None:
     await add(store, "a", "apples and pears grow in the orchard")
     await add(store, "b", "the database replicates its write-ahead log")
+    await store.publish(V1)
     hits = await store.search(EMBED.embed(["write-ahead log replication"])[0], 2)
-    assert [h.doc_id for h in hits] == ["b", "a"]
-    assert hits[0].score > hits[1].score
-    assert hits[0].source == "b.md" and hits[0].text.startswith("the database")
-    assert hits[0].payload["tenant"] == "public" and hits[0].payload["indexed_at"]
+    assert [h.doc_id for h in hits] == ["b", "a"] and hits[0].score > hits[1].score
+    assert hits[0].source == "b.md" and hits[0].payload["tenant"] == "public" and hits[0].payload["indexed_at"]
+    assert (await store.sample() or {})["doc_id"] in {"a", "b"}
 
 
-async def test_document_hash_and_delete(store: VectorStore) -> None:
+async def test_publishing_another_version_swaps_atomically_and_old_stays_until_dropped(store: VectorStore) -> None:
+    await add(store, "a", "old model text")
+    await store.publish(V1)
+    await store.create_version(V2, EMBED.dimension)
+    await add(store, "b", "new model text", version=V2)
+    await store.publish(V2)
+    assert await store.published() == V2
+    assert [h.doc_id for h in await store.search(EMBED.embed(["text"])[0], 5)] == ["b"]
+    assert await store.versions() == sorted([V1, V2])
+    with pytest.raises(StoreError, match="published"):
+        await store.drop(V2)
+    await store.drop(V1)
+    assert await store.versions() == [V2]
+
+
+async def test_state_counts_points_per_document_and_hash(store: VectorStore) -> None:
     await add(store, "a", "first version")
     await add(store, "b", "other document")
-    assert await store.document_hash("a") == chunk_document("a", "a.md", "first version")[0].content_hash
-    assert await store.document_hash("missing") is None
-    await store.delete_document("a")
-    assert await store.count() == 1
-    assert await store.document_hash("a") is None
+    state, sources = await store.state(V1)
+    assert set(state) == {"a", "b"} and sources["a"] == "a.md"
+    assert list(state["a"].values()) == [1]
+
+
+async def test_delete_keeps_only_the_named_hash(store: VectorStore) -> None:
+    await add(store, "a", "first version")
+    await add(store, "a", "second version")  # a crash between upsert and delete leaves both
+    state, _ = await store.state(V1)
+    assert len(state["a"]) == 2
+    keep = chunk_document(
+        "a", "a.md", ParsedDocument("text", (Section("second version"),)), EMBED.token_offsets, ChunkerSettings()
+    )[0]
+    await store.delete_document(V1, "a", keep_hash=keep.content_hash)
+    state, _ = await store.state(V1)
+    assert state["a"] == {keep.content_hash: 1}
+    await store.delete_document(V1, "a")
+    assert "a" not in (await store.state(V1))[0]
 
 
 async def test_upsert_is_idempotent(store: VectorStore) -> None:
     await add(store, "a", "same text twice")
     await add(store, "a", "same text twice")
-    assert await store.count() == 1
+    assert await store.count(V1) == 1
 
 
-async def test_qdrant_refuses_a_collection_of_another_dimension(tmp_path: Path) -> None:
-    s = QdrantStore("test", path=str(tmp_path / "q"))
-    await s.start(64)
+async def test_qdrant_refuses_a_version_of_another_dimension(tmp_path: Path) -> None:
+    s = QdrantStore("docs", path=str(tmp_path / "q"))
+    await s.start()
+    await s.create_version(V1, 64)
+    with pytest.raises(StoreError, match="dimensional"):
+        await s.create_version(V1, 384)
     await s.close()
-    other = QdrantStore("test", path=str(tmp_path / "q"))
-    with pytest.raises(StoreError, match="RIPPLE_COLLECTION"):
-        await other.start(384)
-    await other.close()
+
+
+async def test_a_second_process_on_the_same_folder_is_told_what_to_do(tmp_path: Path) -> None:
+    first = QdrantStore("docs", path=str(tmp_path / "q"))
+    await first.start()
+    import subprocess
+    import sys
+
+    code = (
+        "import asyncio; from indexer.store import QdrantStore, StoreError\n"
+        f"s = QdrantStore('docs', path={str(tmp_path / 'q')!r})\n"
+        "try:\n    asyncio.run(s.start())\nexcept StoreError as e:\n    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
+    await first.close()
+    assert "RIPPLE_QDRANT_URL" in out

@@ -1,0 +1,67 @@
+"""kill -9 during `ripple index`, run again: the same points as an uninterrupted run (real embedder, real Qdrant)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from qdrant_client import QdrantClient
+
+from tests.integration.conftest import RIPPLE, ripple_env, run_ripple
+
+WORDS = "lunar beacon clock drift orbit station relay signal quartz pulse harbour granite meadow lantern".split()
+
+
+def make_corpus(folder: Path, files: int = 30) -> None:
+    folder.mkdir()
+    for i in range(files):
+        body = " ".join(
+            f"{WORDS[(i + j) % len(WORDS)]} {WORDS[(i * j) % len(WORDS)]} number {i}-{j}." for j in range(120)
+        )
+        (folder / f"doc{i:02d}.md").write_text(f"# Document {i}\n\n{body}\n")
+
+
+def points(qdrant: Path) -> tuple[str | None, set[tuple[str, str, str]]]:
+    client = QdrantClient(path=str(qdrant))
+    try:
+        aliases = client.get_aliases().aliases
+        target = aliases[0].collection_name if aliases else None
+        seen: set[tuple[str, str, str]] = set()
+        offset = None
+        while target:
+            batch, offset = client.scroll(target, limit=512, offset=offset, with_payload=True)
+            seen |= {(str(p.id), p.payload["content_hash"], p.payload["text"]) for p in batch}  # type: ignore[index]
+            if offset is None:
+                break
+        return target, seen
+    finally:
+        client.close()
+
+
+def test_killed_runs_end_like_an_uninterrupted_one(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    make_corpus(corpus, files=40)
+    started = time.monotonic()
+    run_ripple("index", str(corpus), "--quiet", env=ripple_env(tmp_path / "reference", RIPPLE_EMBED_BATCH_SIZE="8"))
+    duration = time.monotonic() - started
+    reference = points(tmp_path / "reference")
+    assert reference[0] is not None and len(reference[1]) > 80
+
+    killed = 0
+    for fraction in (0.6, 0.75, 0.9):  # each a fresh folder: killed once at this point, then run to the end
+        env = ripple_env(tmp_path / f"crashed-{fraction}", RIPPLE_EMBED_BATCH_SIZE="8")
+        proc = subprocess.Popen(
+            [RIPPLE, "index", str(corpus), "--quiet"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        time.sleep(duration * fraction)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            killed += 1
+        proc.wait()
+        run_ripple("index", str(corpus), "--quiet", env=env)
+        crashed = points(tmp_path / f"crashed-{fraction}")
+        assert crashed[0] == reference[0]
+        assert crashed[1] == reference[1], f"killed at {fraction:.0%}: ids, hashes or texts differ from the reference"
+    assert killed >= 2, f"only {killed} of 3 runs were still running when killed"

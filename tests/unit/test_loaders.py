@@ -1,0 +1,299 @@
+"""Loaders: sections, heading paths and pages per format, refusals with useful messages, and the real
+HTTPX docs (Markdown vs MkDocs HTML) and sample PDFs from shared/data when they are there."""
+
+from __future__ import annotations
+
+import collections
+import io
+import json
+import re
+from pathlib import Path
+
+import lxml.html
+import pytest
+from pypdf import PdfReader, PdfWriter
+
+from indexer.loaders import MAX_FILE_BYTES, SUFFIXES, ParseError, parse_file
+from indexer.types import SECTION_SEPARATOR, ParsedDocument
+
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "loaders"
+DATA = Path(__file__).parents[2].parent / "shared" / "data" / "docs"
+
+
+def well_formed(doc: ParsedDocument) -> None:
+    assert doc.sections
+    assert doc.text == SECTION_SEPARATOR.join(s.text for s in doc.sections)
+    for s in doc.sections:
+        assert s.text and s.text == s.text.strip() and "\r" not in s.text
+
+
+def write(tmp_path: Path, name: str, data: bytes) -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+# --- Markdown and plain text -------------------------------------------------------------------------
+
+
+def test_markdown_splits_at_headings_but_not_at_hashes_in_code() -> None:
+    doc = parse_file(FIXTURES / "guide.md")
+    well_formed(doc)
+    assert doc.format == "markdown"
+    assert [s.heading for s in doc.sections] == [
+        "",
+        "Quickstart",
+        "Quickstart > Streaming Responses",
+        "Quickstart > Streaming Responses > Back-pressure",
+        "Configuration",
+        "Configuration > The retry table",
+    ]
+    quickstart, streaming = doc.sections[1].text, doc.sections[2].text
+    assert quickstart.startswith("# Quickstart\n") and "# not a heading: a comment" in quickstart
+    assert streaming.startswith("## Streaming Responses\n") and "# not a heading either" in streaming
+    assert doc.sections[4].text.startswith("Configuration\n=============")  # setext heading, source kept
+    assert "> # A quoted heading" in doc.sections[5].text  # a heading in a block quote is not a section
+    assert doc.sections[0].text == "Zorblax is a handshake protocol designed by Mira Okonkwo in 2019."
+    assert "tags:" not in doc.text  # front matter dropped
+    assert all(s.page is None for s in doc.sections)
+
+
+def test_markdown_with_crlf_and_bom(tmp_path: Path) -> None:
+    path = write(tmp_path, "win.MD", b"\xef\xbb\xbfintro\r\n\r\n# A\r\nalpha\r\n## B\r\nbeta\r\n")
+    doc = parse_file(path)
+    well_formed(doc)
+    assert [(s.heading, s.text) for s in doc.sections] == [("", "intro"), ("A", "# A\nalpha"), ("A > B", "## B\nbeta")]
+
+
+@pytest.mark.parametrize("name", ["notes.txt", "notes.rst"])
+def test_plain_text_and_rst_are_one_section(tmp_path: Path, name: str) -> None:
+    doc = parse_file(write(tmp_path, name, "\n  Title\n=====\n\n# not markdown here\nbody text é\n\n".encode()))
+    well_formed(doc)
+    assert doc.format == "text"
+    assert [(s.heading, s.page) for s in doc.sections] == [("", None)]
+    assert doc.text == "Title\n=====\n\n# not markdown here\nbody text é"
+
+
+def test_utf16_with_bom_is_decoded(tmp_path: Path) -> None:
+    doc = parse_file(write(tmp_path, "u16.txt", "\ufeffZorblax über alles".encode("utf-16-le")))
+    assert doc.text == "Zorblax über alles"
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "message"),
+    [
+        ("empty.md", b"", "empty"),
+        ("blank.txt", b" \n\t\r\n  ", "empty"),
+        ("blank16.txt", "\ufeff  \n".encode("utf-16-le"), "empty"),
+        ("only-front-matter.md", b"---\ntitle: x\n---\n", "empty"),
+        ("binary.md", b"# Title\n\x00\x01\x02\x89PNG", "NUL byte at offset 8"),
+        ("latin1.txt", "caf\u00e9 au lait".encode("latin-1"), "not valid UTF-8: byte 0xe9 at offset 3"),
+        ("bom.md", b"\xef\xbb\xbfab\xe9", "not valid UTF-8: byte 0xe9 at offset 5"),
+        ("doc.docx", b"PK\x03\x04", "unsupported file type '.docx'"),
+    ],
+)
+def test_bad_input_is_refused_with_a_reason(tmp_path: Path, name: str, data: bytes, message: str) -> None:
+    with pytest.raises(ParseError, match=re.escape(message)):
+        parse_file(write(tmp_path, name, data))
+
+
+def test_non_utf8_message_says_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(ParseError, match="re-save the file as UTF-8"):
+        parse_file(write(tmp_path, "latin1.md", b"na\xefve"))
+
+
+def test_oversized_file_is_refused_by_size(tmp_path: Path) -> None:
+    path = tmp_path / "huge.txt"
+    with path.open("wb") as f:
+        f.truncate(MAX_FILE_BYTES + 1)  # sparse: no disk or memory spent
+    with pytest.raises(ParseError, match="over the 50 MiB limit"):
+        parse_file(path)
+
+
+def test_io_errors_propagate_untranslated(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        parse_file(tmp_path / "missing.md")
+    (tmp_path / "folder.md").mkdir()
+    with pytest.raises(IsADirectoryError):
+        parse_file(tmp_path / "folder.md")
+
+
+def test_suffixes() -> None:
+    assert frozenset({".md", ".markdown", ".txt", ".rst", ".html", ".htm", ".pdf"}) == SUFFIXES
+
+
+# --- HTML --------------------------------------------------------------------------------------------
+
+
+def test_html_keeps_the_article_and_drops_the_chrome() -> None:
+    doc = parse_file(FIXTURES / "article.html")
+    well_formed(doc)
+    assert doc.format == "html"
+    assert [s.heading for s in doc.sections] == [
+        "Retry policies",
+        "Retry policies > Budgets",
+        "Retry policies > Budgets > Jitter",
+        "Retry policies > Idempotency",
+    ]
+    assert doc.sections[1].text.startswith("## Budgets\n")
+    assert 'backoff = "exponential"' in doc.sections[1].text  # code kept
+    for noise in (
+        "Pricing plans",
+        "Installation guide",
+        "Release changelog",
+        "Copyright",
+        "Privacy",
+        "NOISE",
+        "font-family",
+    ):
+        assert noise not in doc.text
+
+
+def test_html_without_article_or_main_keeps_its_headings() -> None:
+    doc = parse_file(FIXTURES / "bare.html")
+    assert [s.heading for s in doc.sections] == ["Release notes", "Release notes > Upgrading"]
+    assert "TLS 1.3" in doc.sections[0].text and "Rotate the client certificates" in doc.sections[1].text
+
+
+def test_html_is_deterministic() -> None:
+    assert parse_file(FIXTURES / "article.html") == parse_file(FIXTURES / "article.html")
+
+
+def test_html_declared_charset_is_used_and_undeclared_bytes_refused(tmp_path: Path) -> None:
+    body = "<p>Un café crème, s'il vous plaît, pour la réunion de Zorblax.</p>"
+    declared = f'<html><head><meta charset="windows-1252"></head><body>{body}</body></html>'.encode("cp1252")
+    assert "café crème" in parse_file(write(tmp_path, "fr.html", declared)).text
+    with pytest.raises(ParseError, match="not valid UTF-8"):
+        parse_file(write(tmp_path, "fr2.htm", f"<html><body>{body}</body></html>".encode("cp1252")))
+
+
+def test_html_with_no_main_text_is_refused(tmp_path: Path) -> None:
+    page = b"<html><head><script>var x = 1;</script></head><body><nav><a href='/'>Home</a></nav></body></html>"
+    with pytest.raises(ParseError, match="no main text"):
+        parse_file(write(tmp_path, "shell.html", page))
+
+
+# --- PDF ---------------------------------------------------------------------------------------------
+
+
+def test_pdf_pages_and_outline_headings() -> None:
+    doc = parse_file(FIXTURES / "outline.pdf")
+    well_formed(doc)
+    assert doc.format == "pdf"
+    # Page 2 is blank: no section, and the other pages keep their numbers.
+    assert [(s.page, s.heading) for s in doc.sections] == [(1, "Overview"), (3, "Protocol > Retry budgets")]
+    assert doc.sections[0].text.startswith("Zorblax handshake overview.")
+    assert "Retry budgets for the Zorblax protocol." in doc.sections[1].text
+
+
+def test_image_only_pdf_needs_ocr() -> None:
+    with pytest.raises(ParseError, match="no text layer.*OCR is not supported"):
+        parse_file(FIXTURES / "scanned.pdf")
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.1])
+def test_truncated_pdf_is_refused(tmp_path: Path, cut: float) -> None:
+    data = (FIXTURES / "outline.pdf").read_bytes()
+    with pytest.raises(ParseError, match="damaged or truncated"):
+        parse_file(write(tmp_path, "cut.pdf", data[: int(len(data) * cut)]))
+
+
+def _encrypted(user_password: str) -> bytes:
+    writer = PdfWriter(clone_from=FIXTURES / "outline.pdf")
+    writer.encrypt(user_password=user_password, owner_password="owner-secret", algorithm="AES-128")
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def test_encrypted_pdf_opens_with_the_empty_password(tmp_path: Path) -> None:
+    doc = parse_file(write(tmp_path, "locked-for-editing.pdf", _encrypted("")))
+    assert [s.page for s in doc.sections] == [1, 3]
+
+
+def test_encrypted_pdf_with_a_password_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ParseError, match="encrypted PDF: it needs a password"):
+        parse_file(write(tmp_path, "locked.pdf", _encrypted("s3cret")))
+
+
+# --- Real documents in shared/data (skipped when absent) ---------------------------------------------
+
+needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"{DATA} is not there")
+
+
+def _httpx_pairs() -> list[tuple[Path, Path]]:
+    html_root = DATA / "httpx_html"
+    pairs = []
+    for page in sorted(html_root.rglob("index.html")):
+        rel = page.parent.relative_to(html_root).as_posix()
+        pairs.append((DATA / "httpx_md" / ("index.md" if rel == "." else f"{rel}.md"), page))
+    return pairs
+
+
+def _words(text: str) -> collections.Counter[str]:
+    return collections.Counter(w.lower() for w in re.findall(r"[A-Za-z]{3,}", text))
+
+
+@needs_data
+def test_mkdocs_html_matches_its_markdown_source() -> None:
+    pairs = _httpx_pairs()
+    assert len(pairs) == 23
+    for md_path, html_path in pairs:
+        md, html = parse_file(md_path), parse_file(html_path)
+        well_formed(html)
+        # Every heading of the source is a heading of the page (the page adds its title as an <h1>).
+        page_headings = {h.split(" > ")[-1] for h in (s.heading for s in html.sections)}
+        assert {s.heading.split(" > ")[-1] for s in md.sections if s.heading} <= page_headings, html_path
+        # No navigation: menu entries that are not in this page's source or article text are absent.
+        tree = lxml.html.parse(str(html_path)).getroot()
+        article = " ".join(tree.find(".//article").text_content().split())
+        source = md_path.read_text()
+        menu = {" ".join(a.text_content().split()) for a in tree.iterfind(".//nav//a")}
+        leaked = {m for m in menu if m and m not in source and m not in article and m in html.text}
+        assert not leaked, (html_path, leaked)
+        for chrome in ("Initializing search", "Table of contents", "Made with", "Material for MkDocs"):
+            assert chrome not in html.text, (html_path, chrome)
+        # Same prose: the source's words (less inline HTML, link targets, autodoc directives) are in the page.
+        prose = re.sub(r"<[^>]+>|\]\([^)]*\)|^\s*(?::::|:docstring:|```).*$", " ", source, flags=re.MULTILINE)
+        want, got = _words(prose), _words(html.text)
+        assert sum((want & got).values()) >= 0.85 * sum(want.values()), html_path
+
+
+@pytest.fixture(scope="module")
+def geotopo() -> ParsedDocument:
+    path = DATA / "pdf" / "GeoTopo-komprimiert.pdf"
+    if not path.is_file():
+        pytest.skip(f"{path} is not there")
+    return parse_file(path)
+
+
+def test_long_pdf_has_one_section_per_page_with_chapter_headings(geotopo: ParsedDocument) -> None:
+    well_formed(geotopo)
+    assert [s.page for s in geotopo.sections] == list(range(1, 118))
+    pages = {s.page: s for s in geotopo.sections}
+    assert pages[6].heading == "1 Topologische Grundbegriffe > 1.1 Topologische Räume"
+    assert pages[117].heading == "Stichwortverzeichnis"
+    assert "Grundbegriffe" in pages[4].text and "\ufb00" not in geotopo.text  # ligature spelled out
+    assert len(geotopo.text) > 100_000
+
+
+@needs_data
+def test_sample_pdfs() -> None:
+    meta = {Path(f["path"]).name: f for f in json.loads((DATA / "pdf" / "files.json").read_text())["data"]}
+    for path in sorted((DATA / "pdf").glob("*.pdf")):
+        if path.name in ("GeoTopo-komprimiert.pdf", "libreoffice-writer-password.pdf"):
+            continue
+        doc = parse_file(path)
+        well_formed(doc)
+        assert all(1 <= (s.page or 0) <= meta[path.name]["pages"] for s in doc.sections), path
+    assert "حَبيبي" in parse_file(DATA / "pdf" / "habibi.pdf").text
+    columns = parse_file(DATA / "pdf" / "multicolumn.pdf")
+    assert [s.page for s in columns.sections] == [1, 2, 3] and "Lorem ipsum dolor sit amet" in columns.text
+
+
+@needs_data
+def test_password_protected_sample_pdf_is_refused() -> None:
+    path = DATA / "pdf" / "libreoffice-writer-password.pdf"
+    assert PdfReader(path).is_encrypted
+    with pytest.raises(ParseError, match=r"encrypted PDF: it needs a password .*qpdf --decrypt"):
+        parse_file(path)
