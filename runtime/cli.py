@@ -181,6 +181,7 @@ def ask(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")] = False,
 ) -> None:
     """Answer one question with its sources, in this process (no server needed)."""
+    from indexer.store import StoreError
     from runtime.chat import ChatService, FinishEvent, TextEvent
     from runtime.components import build_components, start_components
     from runtime.errors import RippleError
@@ -229,3 +230,5 @@ def ask(
         asyncio.run(run())
     except RippleError as exc:
         _fail(exc.message)
+    except StoreError as exc:
+        _fail(str(exc))

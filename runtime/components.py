@@ -33,6 +33,7 @@ class Components:
     guard: Guard | None
     chunker: ChunkerSettings = field(default_factory=ChunkerSettings)
     tenant: str = "public"
+    embed_batch_size: int = 256
 
     @property
     def retriever(self) -> DenseRetriever:
@@ -40,7 +41,7 @@ class Components:
 
     @property
     def indexer(self) -> Indexer:
-        return Indexer(self.embedder, self.store, self.chunker, tenant=self.tenant)
+        return Indexer(self.embedder, self.store, self.chunker, tenant=self.tenant, batch_size=self.embed_batch_size)
 
 
 async def check_collection(components: Components) -> None:
@@ -132,6 +133,7 @@ def build_components(settings: Settings) -> Components:
         guard=build_guard(settings, generator),
         chunker=settings.chunker(),
         tenant=settings.tenant,
+        embed_batch_size=settings.embed_batch_size,
     )
 
 

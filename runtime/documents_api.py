@@ -54,6 +54,7 @@ async def upload(file: UploadFile, indexer: IndexerDep, jobs: Jobs, settings: Se
             f"the collection is {published}, built with another embedding model or chunker than this server's "
             f"({indexer.version}): re-index with `ripple index` using this server's settings"
         )
+    jobs.check_room()
     limit = settings.max_upload_mb * 1024 * 1024
     settings.upload_dir.mkdir(parents=True, exist_ok=True)
     target = settings.upload_dir / name

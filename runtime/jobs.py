@@ -57,6 +57,11 @@ class JobRunner:
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
 
+    def check_room(self) -> None:
+        """Raise 429 when no job can be queued (before a caller does work for one)."""
+        if self._queue.full():
+            raise OverloadedError(f"{self._queue.qsize()} ingestion jobs are waiting: retry later")
+
     def submit(self, paths: list[Path]) -> Job:
         job = Job(id=uuid.uuid4().hex, paths=[str(p) for p in paths])
         try:
