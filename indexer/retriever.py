@@ -1,25 +1,64 @@
-"""The `Retriever` role: a question in, the best passages out (embed the query, search the store)."""
+"""The `Retriever` role: a question in, the best passages out, by dense, sparse or hybrid search.
+
+Dense embeds the query with the collection's embedding model; sparse encodes it into BM25 terms;
+hybrid does both and lets Qdrant fuse the two rankings (reciprocal rank fusion). Filters on
+payload keys are applied inside the Qdrant query, never after it.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Protocol
 
 from indexer.embedder import Embedder
-from indexer.store import VectorStore
+from indexer.sparse import Bm25Encoder
+from indexer.store import Filter, Mode, SearchQuery, VectorStore
 from indexer.types import Passage
 
 
+@dataclass(frozen=True)
+class RetrievalSettings:
+    mode: Mode = "hybrid"
+    candidates: int = 100
+    rrf_k: int = 60
+
+
 class Retriever(Protocol):
-    async def retrieve(self, query: str, limit: int) -> list[Passage]: ...
+    async def retrieve(
+        self, query: str, limit: int, *, mode: Mode | None = None, filter: Filter | None = None
+    ) -> list[Passage]: ...
 
 
-class DenseRetriever:
-    def __init__(self, embedder: Embedder, store: VectorStore) -> None:
+class QdrantRetriever:
+    def __init__(
+        self,
+        embedder: Embedder,
+        store: VectorStore,
+        sparse: Bm25Encoder | None = None,
+        settings: RetrievalSettings | None = None,
+    ) -> None:
         self.embedder = embedder
         self.store = store
+        self.sparse = sparse or Bm25Encoder()
+        self.settings = settings or RetrievalSettings()
 
-    async def retrieve(self, query: str, limit: int) -> list[Passage]:
-        # Embedding is CPU work: off the event loop so streams keep flowing meanwhile.
-        [vector] = await asyncio.to_thread(self.embedder.embed, [query])
-        return await self.store.search(vector, limit)
+    async def retrieve(
+        self, query: str, limit: int, *, mode: Mode | None = None, filter: Filter | None = None
+    ) -> list[Passage]:
+        mode = mode or self.settings.mode
+        dense = None
+        if mode != "sparse":
+            # Embedding is CPU work: off the event loop so streams keep flowing meanwhile.
+            [dense] = await asyncio.to_thread(self.embedder.embed, [query])
+        sparse = self.sparse.encode_query(query) if mode != "dense" else None
+        request = SearchQuery(
+            limit=limit,
+            mode=mode,
+            dense=dense,
+            sparse=sparse,
+            filter=filter,
+            candidates=max(self.settings.candidates, limit),
+            rrf_k=self.settings.rrf_k,
+        )
+        return await self.store.search(request)

@@ -5,6 +5,10 @@ Users and the runtime query the *alias* (e.g. `ripple-docs`). Each physical coll
 either builds a new version beside the old one; `publish` moves the alias to it in one atomic
 Qdrant operation, and queries never see a mix. Old versions stay until `drop`.
 
+Each point holds a dense vector (`dense`, cosine) and a BM25-style sparse vector (`bm25`, with
+Qdrant's IDF modifier). Searches run dense, sparse, or hybrid: both as prefetches fused inside
+Qdrant by reciprocal rank fusion. Payload filters are applied inside the Qdrant query.
+
 Real: `QdrantStore` (`AsyncQdrantClient`, local folder or server URL). Fake: `InMemoryStore`.
 Both pass the same contract tests. Writes wait for Qdrant's acknowledgement.
 """
@@ -15,11 +19,31 @@ import hashlib
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
+from indexer.sparse import SparseVector
 from indexer.types import Chunk, Passage
+
+Mode = Literal["dense", "sparse", "hybrid"]
+Filter = dict[str, str | int | bool | list[str] | list[int]]
+"""Payload key -> required value, or a list of accepted values (all keys must match)."""
+DENSE, SPARSE = "dense", "bm25"
+SCHEMA = 2  # bump when the point layout changes: it changes every version name
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    limit: int
+    mode: Mode = "hybrid"
+    dense: Sequence[float] | None = None
+    sparse: SparseVector | None = None
+    filter: Filter | None = None
+    candidates: int = 100
+    """How many each side of a hybrid query brings to the fusion."""
+    rrf_k: int = 60
+
 
 DocState = dict[str, dict[str, int]]
 """doc_id -> {content_hash: number of points}: what a version holds, for incremental runs."""
@@ -29,9 +53,9 @@ class StoreError(Exception):
     """The store is unreachable or refused an operation; the message says what to change."""
 
 
-def version_name(alias: str, model_id: str, dimension: int, chunker: str) -> str:
+def version_name(alias: str, model_id: str, dimension: int, chunker: str, sparse: str = "") -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", model_id.lower()).strip("-")[-40:]
-    digest = hashlib.sha256(f"{model_id}|{dimension}|{chunker}".encode()).hexdigest()[:8]
+    digest = hashlib.sha256(f"{model_id}|{dimension}|{chunker}|{sparse}|{SCHEMA}".encode()).hexdigest()[:8]
     return f"{alias}__{slug}__{chunker}__{digest}"
 
 
@@ -46,7 +70,7 @@ class VectorStore(Protocol):
     def ready(self) -> bool: ...
 
     # Reading (the runtime): always through the alias.
-    async def search(self, vector: Sequence[float], limit: int) -> list[Passage]: ...
+    async def search(self, query: SearchQuery) -> list[Passage]: ...
 
     async def sample(self) -> dict[str, Any] | None:
         """One point's payload from the published version (to check which model built it)."""
@@ -64,7 +88,12 @@ class VectorStore(Protocol):
         ...
 
     async def upsert(
-        self, version: str, chunks: Sequence[Chunk], vectors: Sequence[Sequence[float]], extra: dict[str, Any]
+        self,
+        version: str,
+        chunks: Sequence[Chunk],
+        vectors: Sequence[Sequence[float]],
+        sparse: Sequence[SparseVector],
+        extra: dict[str, Any],
     ) -> None: ...
 
     async def delete_document(self, version: str, doc_id: str, *, keep_hash: str | None = None) -> None:
@@ -136,11 +165,29 @@ class QdrantStore:
             await self._client.close()
             self._client = None
 
-    async def search(self, vector: Sequence[float], limit: int) -> list[Passage]:
+    async def search(self, query: SearchQuery) -> list[Passage]:
+        from qdrant_client import models
+
+        where = _qdrant_filter(query.filter)
+        dense = list(query.dense) if query.dense is not None else None
+        sparse = models.SparseVector(indices=query.sparse.indices, values=query.sparse.values) if query.sparse else None
+        args: dict[str, Any]
+        if query.mode == "dense":
+            args = {"query": dense, "using": DENSE, "query_filter": where}
+        elif query.mode == "sparse":
+            args = {"query": sparse, "using": SPARSE, "query_filter": where}
+        else:
+            args = {
+                "prefetch": [
+                    models.Prefetch(query=dense, using=DENSE, limit=query.candidates, filter=where),
+                    models.Prefetch(query=sparse, using=SPARSE, limit=query.candidates, filter=where),
+                ],
+                "query": models.RrfQuery(rrf=models.Rrf(k=query.rrf_k)),
+            }
         try:
             if not await self._client.collection_exists(self.alias):
                 return []
-            result = await self._client.query_points(self.alias, query=list(vector), limit=limit, with_payload=True)
+            result = await self._client.query_points(self.alias, limit=query.limit, with_payload=True, **args)
         except Exception as exc:
             raise StoreError(f"Qdrant search failed: {exc}") from exc
         return [passage(str(p.id), p.payload or {}, p.score) for p in result.points]
@@ -170,12 +217,14 @@ class QdrantStore:
         from qdrant_client import models
 
         if await self._client.collection_exists(version):
-            size = (await self._client.get_collection(version)).config.params.vectors.size
+            size = (await self._client.get_collection(version)).config.params.vectors[DENSE].size
             if size != dimension:
                 raise StoreError(f"collection {version} holds {size}-dimensional vectors, not {dimension}")
             return
         await self._client.create_collection(
-            version, vectors_config=models.VectorParams(size=dimension, distance=models.Distance.COSINE)
+            version,
+            vectors_config={DENSE: models.VectorParams(size=dimension, distance=models.Distance.COSINE)},
+            sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
         )
         if self._url:  # local mode ignores payload indexes (and warns)
             for key in ("doc_id", "source", "tenant"):
@@ -202,13 +251,22 @@ class QdrantStore:
                 return docs, sources
 
     async def upsert(
-        self, version: str, chunks: Sequence[Chunk], vectors: Sequence[Sequence[float]], extra: dict[str, Any]
+        self,
+        version: str,
+        chunks: Sequence[Chunk],
+        vectors: Sequence[Sequence[float]],
+        sparse: Sequence[SparseVector],
+        extra: dict[str, Any],
     ) -> None:
         from qdrant_client import models
 
         points = [
-            models.PointStruct(id=c.id, vector=list(v), payload=payload(c, extra))
-            for c, v in zip(chunks, vectors, strict=True)
+            models.PointStruct(
+                id=c.id,
+                vector={DENSE: list(v), SPARSE: models.SparseVector(indices=sv.indices, values=sv.values)},
+                payload=payload(c, extra),
+            )
+            for c, v, sv in zip(chunks, vectors, sparse, strict=True)
         ]
         await self._client.upsert(version, points=points, wait=True)
 
@@ -253,7 +311,7 @@ class InMemoryStore:
 
     def __init__(self, alias: str = "docs") -> None:
         self.alias = alias
-        self._versions: dict[str, dict[str, tuple[list[float], dict[str, Any]]]] = {}
+        self._versions: dict[str, dict[str, tuple[list[float], SparseVector, dict[str, Any]]]] = {}
         self._published: str | None = None
         self.started = False
 
@@ -267,19 +325,37 @@ class InMemoryStore:
     async def close(self) -> None:
         self.started = False
 
-    async def search(self, vector: Sequence[float], limit: int) -> list[Passage]:
-        def cos(a: Sequence[float], b: Sequence[float]) -> float:
-            na = math.sqrt(sum(x * x for x in a)) or 1.0
-            nb = math.sqrt(sum(x * x for x in b)) or 1.0
-            return sum(x * y for x, y in zip(a, b, strict=True)) / (na * nb)
-
-        points = self._versions.get(self._published or "", {})
-        scored = sorted(((cos(vector, v), k, p) for k, (v, p) in points.items()), key=lambda t: (-t[0], t[1]))
-        return [passage(k, p, s) for s, k, p in scored[:limit]]
+    async def search(self, query: SearchQuery) -> list[Passage]:
+        points = {
+            k: p for k, p in self._versions.get(self._published or "", {}).items() if _matches(p[2], query.filter)
+        }
+        ranked: list[list[tuple[float, str]]] = []
+        if query.mode in ("dense", "hybrid") and query.dense is not None:
+            ranked.append(sorted(((-_cosine(query.dense, v), k) for k, (v, _, _) in points.items())))
+        if query.mode in ("sparse", "hybrid") and query.sparse is not None:
+            idf = _idf(
+                query.sparse.indices, [sv for _, sv, _ in self._versions.get(self._published or "", {}).values()]
+            )
+            terms = dict(zip(query.sparse.indices, query.sparse.values, strict=True))
+            scored = []
+            for k, (_, sv, _) in points.items():
+                score = sum(terms[i] * w * idf[i] for i, w in zip(sv.indices, sv.values, strict=True) if i in terms)
+                if score > 0:
+                    scored.append((-score, k))
+            ranked.append(sorted(scored))
+        if query.mode != "hybrid":
+            best = [(-s, k) for s, k in ranked[0][: query.limit]] if ranked else []
+        else:
+            fused: dict[str, float] = {}
+            for ranking in ranked:
+                for rank, (_, k) in enumerate(ranking[: query.candidates]):
+                    fused[k] = fused.get(k, 0.0) + 1.0 / (query.rrf_k + rank + 1)
+            best = sorted(((s, k) for k, s in fused.items()), key=lambda t: (-t[0], t[1]))[: query.limit]
+        return [passage(k, points[k][2], s) for s, k in best]
 
     async def sample(self) -> dict[str, Any] | None:
         points = self._versions.get(self._published or "", {})
-        return dict(next(iter(points.values()))[1]) if points else None
+        return dict(next(iter(points.values()))[2]) if points else None
 
     async def published(self) -> str | None:
         return self._published
@@ -293,21 +369,26 @@ class InMemoryStore:
     async def state(self, version: str) -> tuple[DocState, dict[str, str]]:
         docs: DocState = {}
         sources: dict[str, str] = {}
-        for _, data in self._versions[version].values():
+        for _, _, data in self._versions[version].values():
             hashes = docs.setdefault(data["doc_id"], {})
             hashes[data["content_hash"]] = hashes.get(data["content_hash"], 0) + 1
             sources[data["doc_id"]] = data["source"]
         return docs, sources
 
     async def upsert(
-        self, version: str, chunks: Sequence[Chunk], vectors: Sequence[Sequence[float]], extra: dict[str, Any]
+        self,
+        version: str,
+        chunks: Sequence[Chunk],
+        vectors: Sequence[Sequence[float]],
+        sparse: Sequence[SparseVector],
+        extra: dict[str, Any],
     ) -> None:
-        for c, v in zip(chunks, vectors, strict=True):
-            self._versions[version][c.id] = (list(v), payload(c, extra))
+        for c, v, sv in zip(chunks, vectors, sparse, strict=True):
+            self._versions[version][c.id] = (list(v), sv, payload(c, extra))
 
     async def delete_document(self, version: str, doc_id: str, *, keep_hash: str | None = None) -> None:
         points = self._versions[version]
-        for key in [k for k, (_, p) in points.items() if p["doc_id"] == doc_id and p["content_hash"] != keep_hash]:
+        for key in [k for k, (_, _, p) in points.items() if p["doc_id"] == doc_id and p["content_hash"] != keep_hash]:
             del points[key]
 
     async def publish(self, version: str) -> None:
@@ -320,3 +401,36 @@ class InMemoryStore:
 
     async def count(self, version: str | None = None) -> int:
         return len(self._versions.get(version or self._published or "", {}))
+
+
+def _qdrant_filter(spec: Filter | None) -> Any:
+    from qdrant_client import models
+
+    if not spec:
+        return None
+    conditions: list[Any] = []
+    for key, value in spec.items():
+        match: Any = models.MatchAny(any=value) if isinstance(value, list) else models.MatchValue(value=value)
+        conditions.append(models.FieldCondition(key=key, match=match))
+    return models.Filter(must=conditions)
+
+
+def _matches(data: dict[str, Any], spec: Filter | None) -> bool:
+    for key, value in (spec or {}).items():
+        accepted = value if isinstance(value, list) else [value]
+        if data.get(key) not in accepted:
+            return False
+    return True
+
+
+def _cosine(a: Sequence[float], b: Sequence[float]) -> float:
+    na = math.sqrt(sum(x * x for x in a)) or 1.0
+    nb = math.sqrt(sum(x * x for x in b)) or 1.0
+    return sum(x * y for x, y in zip(a, b, strict=True)) / (na * nb)
+
+
+def _idf(indices: Sequence[int], vectors: Sequence[SparseVector]) -> dict[int, float]:
+    """Qdrant's IDF: ln((N - n + 0.5) / (n + 0.5) + 1), over the whole version."""
+    n_docs = len(vectors)
+    counts = {i: sum(1 for v in vectors if i in v.indices) for i in indices}
+    return {i: math.log((n_docs - n + 0.5) / (n + 0.5) + 1) for i, n in counts.items()}

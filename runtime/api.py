@@ -181,7 +181,7 @@ async def _answer(body: ChatCompletionRequest, service: ChatService, admission: 
 
 @router.post("/v1/retrieve")
 async def retrieve(body: RetrieveRequest, service: Service) -> dict[str, Any]:
-    passages = await service.retrieve(body.query, body.top_k)
+    passages = await service.retrieve(body.query, body.top_k, mode=body.mode, filter=body.filter)
     finish = FinishEvent("stop", 0, 0, passages)
     return {"object": "list", "data": citations(finish)}
 

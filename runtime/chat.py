@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from guards.protocol import Guard, Verdict
 from indexer.retriever import Retriever
-from indexer.store import StoreError
+from indexer.store import Filter, Mode, StoreError
 from indexer.types import Passage
 from runtime.errors import BadRequestError, ModelNotFoundError, NotReadyError
 from runtime.generation import Generator, Message, SamplingOptions
@@ -89,10 +89,12 @@ class ChatService:
             ignore_eos=request.ignore_eos,
         )
 
-    async def retrieve(self, query: str, limit: int | None = None) -> list[Passage]:
+    async def retrieve(
+        self, query: str, limit: int | None = None, *, mode: Mode | None = None, filter: Filter | None = None
+    ) -> list[Passage]:
         start = time.perf_counter()
         try:
-            passages = await self.retriever.retrieve(query, limit or self.settings.top_k)
+            passages = await self.retriever.retrieve(query, limit or self.settings.top_k, mode=mode, filter=filter)
         except StoreError as exc:
             raise NotReadyError(f"retrieval failed: {exc}") from exc
         self.metrics.retrieval_seconds.observe(time.perf_counter() - start)
@@ -116,7 +118,15 @@ class ChatService:
             {"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in request.messages
         ]
         prepared = Prepared(conversation=conversation, options=options)
-        retrieval = asyncio.create_task(self.retrieve(conversation[-1]["content"]))
+        wanted = request.retrieval
+        retrieval = asyncio.create_task(
+            self.retrieve(
+                conversation[-1]["content"],
+                wanted.top_k if wanted else None,
+                mode=wanted.mode if wanted else None,
+                filter=wanted.filter if wanted else None,
+            )
+        )
         try:
             if self.guard is not None:
                 verdict = await self._check("input", asyncio.ensure_future(self.guard.check_input(conversation)))

@@ -140,6 +140,73 @@ def index(
         json_path.write_text(json.dumps(summary, indent=2))
 
 
+eval_app = typer.Typer(help="Measure retrieval (and, later, rails) on labelled data.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.command("retrieval")
+def eval_retrieval(
+    dataset: Annotated[Path | None, typer.Option(help="A BEIR-format folder (corpus.jsonl, queries, qrels/).")] = None,
+    squad: Annotated[Path | None, typer.Option(help="A SQuAD v1.1 JSON file instead of --dataset.")] = None,
+    split: Annotated[str, typer.Option(help="BEIR qrels split: qrels/SPLIT.tsv.")] = "test",
+    modes: Annotated[str, typer.Option(help="Comma-separated: dense, sparse, hybrid.")] = "dense,sparse,hybrid",
+    max_queries: Annotated[int | None, typer.Option(help="An even sample of at most this many queries.")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the results as JSON here.")] = None,
+) -> None:
+    """nDCG@10, recall@10/100, MRR@10 and latency per retrieval mode. The corpus is indexed once into a
+    cached local Qdrant folder under the cache directory; later runs embed nothing."""
+    from indexer.evaluation import evaluate, load_beir, load_squad
+    from indexer.pipeline import Indexer
+    from indexer.retriever import QdrantRetriever
+    from indexer.store import QdrantStore
+    from runtime.components import build_embedder
+
+    if (dataset is None) == (squad is None):
+        _fail("give exactly one of --dataset DIR or --squad FILE")
+    wanted = [m.strip() for m in modes.split(",") if m.strip()]
+    if not wanted or any(m not in ("dense", "sparse", "hybrid") for m in wanted):
+        _fail(f"--modes takes dense, sparse and hybrid, not {modes!r}")
+    settings = _settings()
+    data = load_squad(squad, max_queries) if squad else load_beir(dataset, split)  # type: ignore[arg-type]
+    if dataset is not None and max_queries is not None:
+        keep = sorted(data.queries)[:max_queries]
+        data = type(data)(data.name, data.corpus, {q: data.queries[q] for q in keep}, {q: data.qrels[q] for q in keep})
+
+    async def run() -> dict[str, Any]:
+        embedder = build_embedder(settings)
+        await asyncio.to_thread(embedder.start)
+        store = QdrantStore("eval", path=str(settings.cache_dir / "eval" / data.name))
+        await store.start()
+        try:
+            indexer = Indexer(embedder, store, settings.chunker(), batch_size=settings.embed_batch_size)
+            retriever = QdrantRetriever(embedder, store, settings=settings.retrieval())
+            return await evaluate(data, indexer, retriever, wanted)  # type: ignore[arg-type]
+        finally:
+            await store.close()
+
+    results = asyncio.run(run())
+    index = results.pop("_index")
+    typer.echo(f"{data.name}: {index['documents']} documents, {len(data.queries)} queries ({index['version']})")
+    typer.echo(f"{'mode':<8} {'nDCG@10':>8} {'R@10':>7} {'R@100':>7} {'MRR@10':>7} {'p50 ms':>7} {'p95 ms':>7}")
+    for mode, r in results.items():
+        typer.echo(
+            f"{mode:<8} {r['ndcg@10']:>8.4f} {r['recall@10']:>7.4f} {r['recall@100']:>7.4f} {r['mrr@10']:>7.4f}"
+            f" {r['latency_p50_ms']:>7.1f} {r['latency_p95_ms']:>7.1f}"
+        )
+    if json_path is not None:
+        report = {
+            "dataset": data.name,
+            "split": split if dataset else None,
+            "index": index,
+            "modes": results,
+            "embedding_model": settings.embed_model or "sentence-transformers/all-MiniLM-L6-v2",
+            "embed_backend": settings.embed_backend,
+            "rrf_k": settings.rrf_k,
+            "candidates": settings.retrieval_candidates,
+        }
+        json_path.write_text(json.dumps(report, indent=2))
+
+
 @app.command()
 def prepare() -> None:
     """Make the models ready offline: convert the packaged chat model once (cached) and find the embedder."""

@@ -7,6 +7,7 @@ the caller's `AsyncExitStack`, so everything is closed in reverse order however 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import AsyncExitStack, aclosing
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from guards.protocol import Guard
 from indexer.chunker import ChunkerSettings
 from indexer.embedder import Embedder, SentenceTransformerEmbedder
 from indexer.pipeline import Indexer
-from indexer.retriever import DenseRetriever
+from indexer.retriever import QdrantRetriever, RetrievalSettings
 from indexer.store import QdrantStore, StoreError, VectorStore
 from runtime.generation import Generator, SamplingOptions
 from runtime.models import PACKAGED_EMBEDDER_ID, packaged_embedder_path, resolve_chat_model
@@ -34,10 +35,11 @@ class Components:
     chunker: ChunkerSettings = field(default_factory=ChunkerSettings)
     tenant: str = "public"
     embed_batch_size: int = 256
+    retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
 
     @property
-    def retriever(self) -> DenseRetriever:
-        return DenseRetriever(self.embedder, self.store)
+    def retriever(self) -> QdrantRetriever:
+        return QdrantRetriever(self.embedder, self.store, settings=self.retrieval)
 
     @property
     def indexer(self) -> Indexer:
@@ -59,11 +61,15 @@ async def check_collection(components: Components) -> None:
         )
 
 
-def build_embedder(settings: Settings) -> SentenceTransformerEmbedder:
-    if settings.embed_model:
-        return SentenceTransformerEmbedder(settings.embed_model, device=settings.embed_device)
-    path = str(packaged_embedder_path())
-    return SentenceTransformerEmbedder(path, name=PACKAGED_EMBEDDER_ID, device=settings.embed_device)
+def build_embedder(settings: Settings) -> Embedder:
+    path = settings.embed_model or str(packaged_embedder_path())
+    name = settings.embed_model or PACKAGED_EMBEDDER_ID
+    if settings.embed_backend == "onnx-int8":
+        from indexer.onnx_embedder import OnnxEmbedder
+
+        export = settings.cache_dir / "onnx" / re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+        return OnnxEmbedder(path, export, name=name)
+    return SentenceTransformerEmbedder(path, name=name, device=settings.embed_device)
 
 
 def build_store(settings: Settings) -> QdrantStore:
@@ -134,6 +140,7 @@ def build_components(settings: Settings) -> Components:
         chunker=settings.chunker(),
         tenant=settings.tenant,
         embed_batch_size=settings.embed_batch_size,
+        retrieval=settings.retrieval(),
     )
 
 

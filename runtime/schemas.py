@@ -42,6 +42,20 @@ class StreamOptions(BaseModel):
     continuous_usage_stats: bool = False
 
 
+FilterValue = str | int | bool | list[str] | list[int]
+
+
+class RetrievalOptions(BaseModel):
+    """Ripple's extension: how to retrieve for this request (all optional)."""
+
+    model_config = ConfigDict(extra="forbid")
+    mode: Literal["dense", "sparse", "hybrid"] | None = None
+    filter: dict[str, FilterValue] | None = Field(
+        None, description='Payload key -> value, or list of accepted values; e.g. {"tenant": "acme"}.'
+    )
+    top_k: int | None = Field(None, ge=1, le=50)
+
+
 class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -63,6 +77,8 @@ class ChatCompletionRequest(BaseModel):
     top_k: int | None = None
     min_tokens: int | None = Field(None, ge=0)
     repetition_penalty: float | None = Field(None, gt=0)
+    # Ripple's extension
+    retrieval: RetrievalOptions | None = None
 
     @field_validator("stop")
     @classmethod
@@ -114,6 +130,8 @@ class RetrieveRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     query: str = Field(min_length=1)
     top_k: int | None = Field(None, ge=1, le=100)
+    mode: Literal["dense", "sparse", "hybrid"] | None = None
+    filter: dict[str, FilterValue] | None = None
 
 
 def chunk_payload(

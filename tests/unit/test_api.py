@@ -206,3 +206,18 @@ def test_past_the_in_flight_limit_requests_get_429_before_any_work(settings, com
             list(s.iter_lines())
         assert c.app.state.admission.in_flight == 0, "slots are given back after streams and answers"
         assert 'ripple_rejected_total{reason="in_flight"} 1.0' in c.get("/metrics").text
+
+
+def test_retrieve_and_chat_take_a_mode_and_a_filter(client: TestClient, components: Components) -> None:
+    for mode in ("dense", "sparse", "hybrid"):
+        hits = client.post("/v1/retrieve", json={"query": "Zorblax protocol", "mode": mode}).json()["data"]
+        assert hits[0]["source"].endswith("zorblax.md"), mode
+    only = client.post("/v1/retrieve", json={"query": "Zorblax protocol", "filter": {"source": "nope.md"}}).json()
+    assert only["data"] == []
+    gardening = next(h["source"] for h in client.post("/v1/retrieve", json={"query": "tomatoes"}).json()["data"])
+    body = {"messages": [QUESTION], "retrieval": {"mode": "dense", "filter": {"source": gardening}, "top_k": 1}}
+    r = client.post("/v1/chat/completions", json=body)
+    assert r.status_code == 200, r.text
+    assert [c["source"] for c in r.json()["citations"]] == [gardening]
+    bad = client.post("/v1/chat/completions", json={"messages": [QUESTION], "retrieval": {"mode": "fuzzy"}})
+    assert bad.status_code == 400 and "retrieval.mode" in bad.json()["error"]["message"]

@@ -9,7 +9,7 @@ from pathlib import Path
 from guards.fake import FakeGuard
 from indexer.embedder import HashingEmbedder
 from indexer.pipeline import Indexer
-from indexer.retriever import DenseRetriever
+from indexer.retriever import QdrantRetriever
 from indexer.store import InMemoryStore
 from runtime.chat import ChatService, FinishEvent, TextEvent
 from runtime.generation import FakeGenerator
@@ -24,7 +24,11 @@ async def make_service(settings: Settings, guard: FakeGuard | None, reply: str, 
     embedder, store = HashingEmbedder(), InMemoryStore()
     await Indexer(embedder, store).run([CORPUS])
     return ChatService(
-        settings, FakeGenerator(reply=reply, delay=delay, ready=True), DenseRetriever(embedder, store), guard, Metrics()
+        settings,
+        FakeGenerator(reply=reply, delay=delay, ready=True),
+        QdrantRetriever(embedder, store),
+        guard,
+        Metrics(),
     )
 
 

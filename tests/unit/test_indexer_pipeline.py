@@ -11,7 +11,7 @@ import pytest
 from indexer.chunker import ChunkerSettings, chunk_document
 from indexer.embedder import HashingEmbedder
 from indexer.pipeline import Indexer
-from indexer.store import QdrantStore
+from indexer.store import QdrantStore, SearchQuery
 from indexer.types import ParsedDocument, Section
 
 
@@ -75,7 +75,8 @@ async def test_a_new_chunker_builds_a_new_version_and_swaps_only_when_complete(d
     _, sources = await store.state(new.version)
     assert sorted(sources.values()) == ["docs/a.md", "docs/b.txt"], "the new version carries the old one's documents"
     assert {
-        h.payload["chunker"]["max_tokens"] for h in await store.search(HashingEmbedder().embed(["alpha"])[0], 50)
+        h.payload["chunker"]["max_tokens"]
+        for h in await store.search(SearchQuery(50, "dense", dense=HashingEmbedder().embed(["alpha"])[0]))
     } == {64}
     assert await store.versions() == sorted([old.version, new.version])
     assert await new.gc() == [old.version]
@@ -94,7 +95,7 @@ async def test_a_crash_between_upsert_and_delete_is_repaired_without_embedding(d
     stale = chunk_document(
         doc_id, "docs/b.txt", ParsedDocument("text", (Section("bravo"),)), embedder.token_offsets, indexer.chunker
     )
-    await store.upsert(indexer.version, stale, embedder.embed(["bravo"]), {})
+    await store.upsert(indexer.version, stale, embedder.embed(["bravo"]), [indexer.sparse.encode_document("bravo")], {})
     assert len((await store.state(indexer.version))[0][doc_id]) == 2
     repaired = await indexer.run([docs])
     assert repaired.updated == ["docs/b.txt"] and repaired.chunks_embedded == 0

@@ -9,10 +9,12 @@ import pytest
 
 from indexer.chunker import ChunkerSettings, chunk_document
 from indexer.embedder import HashingEmbedder
-from indexer.store import InMemoryStore, QdrantStore, StoreError, VectorStore, version_name
+from indexer.sparse import Bm25Encoder
+from indexer.store import InMemoryStore, QdrantStore, SearchQuery, StoreError, VectorStore, version_name
 from indexer.types import ParsedDocument, Section
 
 EMBED = HashingEmbedder()
+BM25 = Bm25Encoder()
 V1 = version_name("docs", "model-a", EMBED.dimension, "t200o32v2")
 V2 = version_name("docs", "model-b", EMBED.dimension, "t200o32v2")
 
@@ -28,16 +30,21 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     await s.close()
 
 
-async def add(store: VectorStore, doc_id: str, text: str, version: str = V1) -> None:
+async def add(store: VectorStore, doc_id: str, text: str, version: str = V1, tenant: str = "public") -> None:
     doc = ParsedDocument("text", (Section(text),))
     chunks = chunk_document(doc_id, f"{doc_id}.md", doc, EMBED.token_offsets, ChunkerSettings())
-    await store.upsert(version, chunks, EMBED.embed([c.text for c in chunks]), {"tenant": "public"})
+    sparse = [BM25.encode_document(c.text) for c in chunks]
+    await store.upsert(version, chunks, EMBED.embed([c.text for c in chunks]), sparse, {"tenant": tenant})
+
+
+def query(text: str, mode: str = "dense", limit: int = 5, **kw: object) -> SearchQuery:
+    return SearchQuery(limit, mode, dense=EMBED.embed([text])[0], sparse=BM25.encode_query(text), **kw)  # type: ignore[arg-type]
 
 
 async def test_nothing_is_searchable_before_publishing(store: VectorStore) -> None:
     await add(store, "a", "apples and pears")
     assert await store.published() is None
-    assert await store.search(EMBED.embed(["apples"])[0], 3) == []
+    assert await store.search(query("apples")) == []
     assert await store.sample() is None
 
 
@@ -45,7 +52,7 @@ async def test_search_goes_through_the_published_alias(store: VectorStore) -> No
     await add(store, "a", "apples and pears grow in the orchard")
     await add(store, "b", "the database replicates its write-ahead log")
     await store.publish(V1)
-    hits = await store.search(EMBED.embed(["write-ahead log replication"])[0], 2)
+    hits = await store.search(query("write-ahead log replication", limit=2))
     assert [h.doc_id for h in hits] == ["b", "a"] and hits[0].score > hits[1].score
     assert hits[0].source == "b.md" and hits[0].payload["tenant"] == "public" and hits[0].payload["indexed_at"]
     assert (await store.sample() or {})["doc_id"] in {"a", "b"}
@@ -58,7 +65,7 @@ async def test_publishing_another_version_swaps_atomically_and_old_stays_until_d
     await add(store, "b", "new model text", version=V2)
     await store.publish(V2)
     assert await store.published() == V2
-    assert [h.doc_id for h in await store.search(EMBED.embed(["text"])[0], 5)] == ["b"]
+    assert [h.doc_id for h in await store.search(query("text"))] == ["b"]
     assert await store.versions() == sorted([V1, V2])
     with pytest.raises(StoreError, match="published"):
         await store.drop(V2)
@@ -87,6 +94,39 @@ async def test_delete_keeps_only_the_named_hash(store: VectorStore) -> None:
     assert state["a"] == {keep.content_hash: 1}
     await store.delete_document(V1, "a")
     assert "a" not in (await store.state(V1))[0]
+
+
+async def test_sparse_search_ranks_by_bm25_terms(store: VectorStore) -> None:
+    await add(store, "a", "the quick brown fox jumps")
+    await add(store, "b", "replication of the write-ahead log across replicas")
+    await add(store, "c", "a log cabin in the woods")
+    await store.publish(V1)
+    hits = await store.search(query("replicating logs", "sparse"))
+    assert [h.doc_id for h in hits] == ["b", "c"], "stemmed terms match; documents without any term are not returned"
+    assert hits[0].score > hits[1].score > 0
+
+
+async def test_hybrid_fuses_both_rankings(store: VectorStore) -> None:
+    await add(store, "a", "zebra zebra zebra")
+    await add(store, "b", "replication of the write-ahead log")
+    await add(store, "c", "unrelated words entirely")
+    await store.publish(V1)
+    hits = await store.search(query("write-ahead log replication", "hybrid", limit=3))
+    assert hits[0].doc_id == "b", "first in both rankings, first after fusion"
+    assert {h.doc_id for h in hits} == {"a", "b", "c"}, "dense brings every document to the fusion"
+
+
+async def test_filters_apply_inside_the_query(store: VectorStore) -> None:
+    await add(store, "a", "shared words about logs", tenant="acme")
+    await add(store, "b", "shared words about logs", tenant="globex")
+    await add(store, "c", "shared words about logs too", tenant="initech")
+    await store.publish(V1)
+    for mode in ("dense", "sparse", "hybrid"):
+        only = await store.search(query("shared words about logs", mode, filter={"tenant": "acme"}))
+        assert [h.doc_id for h in only] == ["a"], mode
+        two = await store.search(query("shared words about logs", mode, filter={"tenant": ["acme", "globex"]}))
+        assert sorted(h.doc_id for h in two) == ["a", "b"], mode
+        assert await store.search(query("shared words", mode, filter={"source": "nope.md"})) == []
 
 
 async def test_upsert_is_idempotent(store: VectorStore) -> None:

@@ -1,0 +1,72 @@
+"""BM25-style sparse vectors, computed locally: the lexical half of hybrid retrieval.
+
+A document's vector holds, per stemmed term, the BM25 term-frequency part
+`tf * (k1 + 1) / (tf + k1 * (1 - b + b * len / avg_len))`; a query's holds 1 per distinct term.
+Qdrant's `Modifier.IDF` supplies the inverse document frequency from the collection itself at
+query time, so the product is BM25 and nothing here needs corpus statistics (documents can be
+added one at a time). Terms are lower-cased words, English stop words dropped, Snowball-stemmed,
+and hashed (murmur3, 32 bits) to sparse indices. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from functools import cached_property
+
+import mmh3
+
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+STOP_WORDS = frozenset(
+    """a about above after again against all am an and any are as at be because been before being below between
+    both but by can could did do does doing down during each few for from further had has have having he her here
+    hers herself him himself his how i if in into is it its itself just me more most my myself no nor not now of
+    off on once only or other our ours ourselves out over own same she should so some such than that the their
+    theirs them themselves then there these they this those through to too under until up very was we were what
+    when where which while who whom why will with would you your yours yourself yourselves""".split()
+)
+
+
+@dataclass(frozen=True)
+class SparseVector:
+    indices: list[int]
+    values: list[float]
+
+
+@dataclass(frozen=True)
+class Bm25Encoder:
+    k1: float = 1.2
+    b: float = 0.75
+    avg_len: float = 80.0
+    """Typical number of terms in a chunk (after stop words); only shapes length normalisation."""
+
+    @cached_property
+    def _stemmer(self):  # type: ignore[no-untyped-def]
+        import snowballstemmer
+
+        return snowballstemmer.stemmer("english")
+
+    @property
+    def name(self) -> str:
+        return f"bm25-k{self.k1:g}-b{self.b:g}-l{self.avg_len:g}"
+
+    def terms(self, text: str) -> list[str]:
+        words = [w for w in _WORD.findall(text.lower()) if w not in STOP_WORDS]
+        return list(self._stemmer.stemWords(words))
+
+    def _vector(self, weights: dict[int, float]) -> SparseVector:
+        indices = sorted(weights)
+        return SparseVector(indices, [weights[i] for i in indices])
+
+    def encode_document(self, text: str) -> SparseVector:
+        terms = self.terms(text)
+        norm = self.k1 * (1 - self.b + self.b * len(terms) / self.avg_len)
+        weights: dict[int, float] = {}
+        for term, tf in Counter(terms).items():
+            index = mmh3.hash(term, signed=False)
+            weights[index] = weights.get(index, 0.0) + tf * (self.k1 + 1) / (tf + norm)
+        return self._vector(weights)
+
+    def encode_query(self, text: str) -> SparseVector:
+        return self._vector({mmh3.hash(term, signed=False): 1.0 for term in set(self.terms(text))})

@@ -1,0 +1,98 @@
+"""Retrieval measures against hand-computed values, BM25 encoding, and a tiny BEIR run end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from indexer.embedder import HashingEmbedder
+from indexer.evaluation import evaluate, load_beir, load_squad, mrr_at, ndcg_at, recall_at
+from indexer.pipeline import Indexer
+from indexer.retriever import QdrantRetriever
+from indexer.sparse import Bm25Encoder
+from indexer.store import QdrantStore
+
+
+def test_ndcg_matches_a_hand_computation() -> None:
+    relevant = {"a": 2, "b": 1}
+    # ranked b, x, a: DCG = 1/log2(2) + 2/log2(4) = 2.0; ideal a, b: 2/1 + 1/log2(3)
+    assert ndcg_at(["b", "x", "a"], relevant) == pytest.approx(2.0 / (2 + 1 / math.log2(3)))
+    assert ndcg_at(["a", "b"], relevant) == pytest.approx(1.0)
+    assert ndcg_at(["x", "y"], relevant) == 0.0
+
+
+def test_recall_and_mrr() -> None:
+    relevant = {"a": 1, "b": 1}
+    assert recall_at(["a", "x", "b"], relevant, 2) == 0.5 and recall_at(["a", "x", "b"], relevant, 10) == 1.0
+    assert mrr_at(["x", "b"], relevant) == 0.5 and mrr_at(["x"] * 10 + ["a"], relevant) == 0.0
+
+
+def test_bm25_terms_are_stemmed_without_stop_words_and_saturate() -> None:
+    enc = Bm25Encoder()
+    assert enc.terms("The runners were Running to the stations") == ["runner", "run", "station"]
+    once, thrice = enc.encode_document("gene"), enc.encode_document("gene gene gene")
+    assert once.indices == thrice.indices and once.values[0] < thrice.values[0] < once.values[0] * 3
+    longer = enc.encode_document("gene " + "filler " * 200)
+    weight = dict(zip(longer.indices, longer.values, strict=True))[once.indices[0]]
+    assert weight < once.values[0], "length normalisation lowers a term's weight in a long chunk"
+    assert enc.encode_query("genes gene").values == [1.0]
+
+
+def write_beir(folder: Path) -> None:
+    (folder / "qrels").mkdir(parents=True)
+    docs = {
+        "d1": "Lunar stations synchronise clocks with infrared beacons.",
+        "d2": "Tomatoes need six hours of sun on a balcony.",
+        "d3": "Aphids on tomato leaves wash off with soapy water.",
+    }
+    (folder / "corpus.jsonl").write_text(
+        "\n".join(json.dumps({"_id": k, "title": "", "text": v}) for k, v in docs.items())
+    )
+    queries = {"q1": "how do lunar stations keep clocks in sync", "q2": "aphids soapy water"}
+    (folder / "queries.jsonl").write_text("\n".join(json.dumps({"_id": k, "text": v}) for k, v in queries.items()))
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td3\t1\n")
+
+
+async def test_a_tiny_beir_run_scores_every_mode_and_caches_the_index(tmp_path: Path) -> None:
+    write_beir(tmp_path / "tiny")
+    data = load_beir(tmp_path / "tiny")
+    assert set(data.queries) == {"q1", "q2"} and data.qrels["q2"] == {"d3": 1}
+    store = QdrantStore("eval", path=str(tmp_path / "q"))
+    await store.start()
+    embedder = HashingEmbedder()
+    indexer = Indexer(embedder, store)
+    results = await evaluate(data, indexer, QdrantRetriever(embedder, store), ["dense", "sparse", "hybrid"])
+    for mode in ("dense", "sparse", "hybrid"):
+        assert results[mode]["ndcg@10"] == pytest.approx(1.0), mode
+        assert results[mode]["recall@100"] == 1.0 and results[mode]["latency_p50_ms"] > 0
+    again = await evaluate(data, indexer, QdrantRetriever(embedder, store), ["sparse"])
+    assert again["_index"]["chunks_embedded"] == 0, "the second run reuses the index"
+    await store.close()
+
+
+def test_squad_paragraphs_become_documents_and_questions_queries(tmp_path: Path) -> None:
+    squad = {
+        "data": [
+            {
+                "title": "Lunar_Clocks",
+                "paragraphs": [
+                    {
+                        "context": "Beacons pulse every ninety seconds.",
+                        "qas": [{"id": "x1", "question": "How often do beacons pulse?"}],
+                    },
+                    {
+                        "context": "Stations drift when beacons fail.",
+                        "qas": [{"id": "x2", "question": "When do stations drift?"}],
+                    },
+                ],
+            }
+        ]
+    }
+    (tmp_path / "squad.json").write_text(json.dumps(squad))
+    data = load_squad(tmp_path / "squad.json")
+    assert data.corpus["0-1"] == ("Lunar Clocks", "Stations drift when beacons fail.")
+    assert data.qrels == {"x1": {"0-0": 1}, "x2": {"0-1": 1}}
+    assert len(load_squad(tmp_path / "squad.json", max_queries=1).queries) == 1
