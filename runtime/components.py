@@ -57,7 +57,8 @@ async def check_collection(components: Components) -> None:
     if model is not None and model != components.embedder.model_id:
         raise StoreError(
             f"collection {components.store.alias!r} was embedded with {model} but this server embeds queries with "
-            f"{components.embedder.model_id}: set RIPPLE_EMBED_MODEL={model} or re-index with `ripple index`"
+            f"{components.embedder.model_id}: set RIPPLE_EMBED_MODEL / RIPPLE_EMBED_BACKEND to what built it, "
+            "or re-index with `ripple index`"
         )
 
 

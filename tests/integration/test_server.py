@@ -154,3 +154,20 @@ def test_index_cli_reports_and_skips_unchanged(tmp_path: Path) -> None:
     second = json.loads((tmp_path / "2.json").read_text())
     assert second["chunks_embedded"] == 0 and len(second["unchanged"]) == 1
     assert "unchanged 1" in out.stdout
+    assert "file/s" in out.stderr and "chunks_s=" in out.stderr, "the progress bar shows files, chunks and chunks/s"
+
+
+def test_sources_that_do_not_fit_the_context_are_dropped_and_reported(server: Server) -> None:
+    """A long question and max_tokens 1000 leave room for at most one of two sources in 4,096 tokens."""
+    question = QUESTION + " Context: " + "lunar " * 2900
+    body = {
+        "messages": [{"role": "user", "content": question}],
+        "max_tokens": 1000,
+        "stop": [".", "\n"],
+        "retrieval": {"top_k": 2, "mode": "dense"},
+    }
+    r = httpx.post(f"{server.base_url}/v1/chat/completions", json=body, timeout=300)
+    assert r.status_code == 200, r.text
+    data = r.json()
+    assert data["dropped_sources"] >= 1 and len(data["citations"]) + data["dropped_sources"] == 2
+    assert data["usage"]["prompt_tokens"] <= 4096 - 1000
