@@ -123,7 +123,7 @@ async def test_bad_files_are_reported_one_by_one_and_the_run_goes_on(
     assert summary.as_dict().keys() >= {"added", "updated", "unchanged", "deleted", "failed", "chunks_embedded"}
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every file, so a permission error cannot be made here")
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every file, so an unreadable file cannot be made here")
 async def test_an_unreadable_file_is_a_permission_error_in_the_summary(docs: Path, store: QdrantStore) -> None:
     (docs / "secret.md").write_text("x")
     (docs / "secret.md").chmod(0)
