@@ -146,34 +146,39 @@ class Indexer:
         chunks = chunk_document(doc_id_for(source), source, doc, self.embedder.token_offsets, self.chunker)
         return source, chunks, [self.sparse.encode_document(c.text) for c in chunks]
 
+    async def _begin(self) -> tuple[IndexSummary, str | None, DocState, dict[str, str]]:
+        """Open this run's version; return its summary, the published version and what the version holds."""
+        self.check()
+        summary = IndexSummary(collection=self.store.alias, version=self.version)
+        published = await self.store.published()
+        await self.store.create_version(summary.version, self.embedder.dimension)
+        state, sources = await self.store.state(summary.version)
+        return summary, published, state, sources
+
+    async def _finish(self, summary: IndexSummary, published: str | None, started: float) -> IndexSummary:
+        if published != summary.version:
+            await self.store.publish(summary.version)
+            summary.published_now = True
+        summary.seconds = time.perf_counter() - started
+        return summary
+
     async def run_documents(
         self, documents: Iterable[tuple[str, ParsedDocument]], *, progress: Progress | None = None
     ) -> IndexSummary:
         """Index already-parsed documents, each under its source name (a dataset's records, say)."""
-        self.check()
         started = time.perf_counter()
-        version, published = self.version, await self.store.published()
-        summary = IndexSummary(collection=self.store.alias, version=version)
-        await self.store.create_version(version, self.embedder.dimension)
-        state, _ = await self.store.state(version)
+        summary, published, state, _ = await self._begin()
         items: list[Item] = [(source, functools.partial(_same, doc)) for source, doc in documents]
-        await self._ingest(version, items, state, summary, progress)
-        if published != version:
-            await self.store.publish(version)
-            summary.published_now = True
-        summary.seconds = time.perf_counter() - started
-        return summary
+        await self._ingest(summary.version, items, state, summary, progress)
+        return await self._finish(summary, published, started)
 
     async def run(
         self, paths: Iterable[Path], *, prune: bool = False, progress: Progress | None = None
     ) -> IndexSummary:
         """Index `paths` into this model's and chunker's version, then publish it if it is new."""
-        self.check()
         started = time.perf_counter()
-        version, published = self.version, await self.store.published()
-        summary = IndexSummary(collection=self.store.alias, version=version)
-        await self.store.create_version(version, self.embedder.dimension)
-        state, sources = await self.store.state(version)
+        summary, published, state, sources = await self._begin()
+        version = summary.version
         roots = [Path(p) for p in paths]
         files = list(dict.fromkeys(walk(roots, summary.failed), None))  # each file once, in order
         if published is not None and published != version:
@@ -191,11 +196,7 @@ class Indexer:
                 if doc_id not in walked and inside:
                     await self.store.delete_document(version, doc_id)
                     summary.deleted.append(source)
-        if published != version:
-            await self.store.publish(version)
-            summary.published_now = True
-        summary.seconds = time.perf_counter() - started
-        return summary
+        return await self._finish(summary, published, started)
 
     async def _ingest(
         self, version: str, items: list[Item], state: DocState, summary: IndexSummary, progress: Progress | None

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
@@ -105,6 +105,14 @@ class VectorStore(Protocol):
     async def drop(self, version: str) -> None: ...
 
     async def count(self, version: str | None = None) -> int: ...
+
+
+def _tally(payloads: Iterable[dict[str, Any]], docs: DocState, sources: dict[str, str]) -> None:
+    """Count points per (document, content hash) and note each document's source."""
+    for data in payloads:
+        hashes = docs.setdefault(data["doc_id"], {})
+        hashes[data["content_hash"]] = hashes.get(data["content_hash"], 0) + 1
+        sources[data["doc_id"]] = data["source"]
 
 
 def payload(chunk: Chunk, extra: dict[str, Any]) -> dict[str, Any]:
@@ -242,11 +250,7 @@ class QdrantStore:
                 with_payload=["doc_id", "content_hash", "source"],
                 with_vectors=False,
             )
-            for p in points:
-                data = p.payload or {}
-                hashes = docs.setdefault(data["doc_id"], {})
-                hashes[data["content_hash"]] = hashes.get(data["content_hash"], 0) + 1
-                sources[data["doc_id"]] = data["source"]
+            _tally((p.payload or {} for p in points), docs, sources)
             if offset is None:
                 return docs, sources
 
@@ -369,10 +373,7 @@ class InMemoryStore:
     async def state(self, version: str) -> tuple[DocState, dict[str, str]]:
         docs: DocState = {}
         sources: dict[str, str] = {}
-        for _, _, data in self._versions[version].values():
-            hashes = docs.setdefault(data["doc_id"], {})
-            hashes[data["content_hash"]] = hashes.get(data["content_hash"], 0) + 1
-            sources[data["doc_id"]] = data["source"]
+        _tally((data for _, _, data in self._versions[version].values()), docs, sources)
         return docs, sources
 
     async def upsert(

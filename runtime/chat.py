@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
@@ -100,7 +100,7 @@ class ChatService:
         self.metrics.retrieval_seconds.observe(time.perf_counter() - start)
         return passages
 
-    async def _check(self, rail: str, call: asyncio.Future[Verdict] | asyncio.Task[Verdict]) -> Verdict:
+    async def _check(self, rail: str, call: Awaitable[Verdict]) -> Verdict:
         start = time.perf_counter()
         try:
             return await call
@@ -129,7 +129,7 @@ class ChatService:
         )
         try:
             if self.guard is not None:
-                verdict = await self._check("input", asyncio.ensure_future(self.guard.check_input(conversation)))
+                verdict = await self._check("input", self.guard.check_input(conversation))
                 if not verdict.allowed:
                     prepared.refused = verdict
                     return prepared
@@ -182,9 +182,7 @@ class ChatService:
                 if len(pending) >= window:
                     cut = _word_boundary(pending)
                     piece = pending[:cut]
-                    verdict = await self._check(
-                        "output", asyncio.ensure_future(guard.check_output(prepared.conversation, released + piece))
-                    )
+                    verdict = await self._check("output", guard.check_output(prepared.conversation, released + piece))
                     if not verdict.allowed:
                         finish, pending = "content_filter", ""
                         break
@@ -192,9 +190,7 @@ class ChatService:
                     released, pending = released + piece, pending[cut:]
                     window = min(window * 2, self.settings.stream_window_chars)
         if guard is not None and finish != "content_filter" and (pending or not released):
-            verdict = await self._check(
-                "output", asyncio.ensure_future(guard.check_output(prepared.conversation, released + pending))
-            )
+            verdict = await self._check("output", guard.check_output(prepared.conversation, released + pending))
             if not verdict.allowed:
                 finish, pending = "content_filter", ""
         if finish == "content_filter" and not released:
