@@ -54,30 +54,40 @@ class Served:
 
 
 @contextmanager
-def ripple_server(env_overrides: dict[str, str], log: Path, timeout: float = 600) -> Iterator[Served]:
-    """Run `ripple serve` with extra RIPPLE_* settings until the block ends; time it to /ready."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", **env_overrides}
-    port = free_port()
+def served_process(
+    cmd: list[str], env: dict[str, str], port: int, probe: str, log: Path, timeout: float = 600
+) -> Iterator[Served]:
+    """Run a server command until the block ends; wait until GET `probe` answers 200, and time that."""
+    name = Path(cmd[0]).name if cmd[0] != sys.executable else " ".join(cmd[1:3])
     started = time.perf_counter()
     with log.open("wb") as out:
-        proc = subprocess.Popen([RIPPLE, "serve", "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"ripple serve exited with {proc.returncode}; see {log}")
+                raise RuntimeError(f"{name} exited with {proc.returncode}; see {log}")
             try:
-                if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
+                if httpx.get(f"{base}{probe}", timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             if time.perf_counter() - started > timeout:
-                raise RuntimeError(f"ripple serve not ready after {timeout}s; see {log}")
+                raise RuntimeError(f"{name} not ready after {timeout}s; see {log}")
             time.sleep(0.5)
         yield Served(base, time.perf_counter() - started)
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+
+
+@contextmanager
+def ripple_server(env_overrides: dict[str, str], log: Path, timeout: float = 600) -> Iterator[Served]:
+    """Run `ripple serve` with extra RIPPLE_* settings until the block ends; time it to /ready."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **env_overrides}
+    port = free_port()
+    with served_process([RIPPLE, "serve", "--port", str(port)], env, port, "/ready", log, timeout) as served:
+        yield served
 
 
 @dataclass

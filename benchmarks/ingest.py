@@ -20,10 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import machine
-from indexer.chunker import ChunkerSettings
+from indexer.chunker import ChunkerSettings, chunk_document
+from indexer.edge_store import EdgeStore
 from indexer.embedder import SentenceTransformerEmbedder
-from indexer.pipeline import Indexer
-from indexer.store import QdrantStore
+from indexer.loaders import ParseError, parse_file
+from indexer.pipeline import Indexer, doc_id_for, source_name, walk
+from indexer.store import QdrantStore, VectorStore
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 PACKAGED_EMBEDDER_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -52,18 +54,21 @@ def scifact_files(target: Path, limit: int | None) -> Path:
     return target
 
 
-async def measure(name: str, folder: Path, embedder: SentenceTransformerEmbedder, batch: int) -> dict[str, Any]:
+async def measure(
+    name: str, folder: Path, embedder: SentenceTransformerEmbedder, batch: int, engine: str
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as qdrant:
-        store = QdrantStore("bench", path=qdrant)
+        store: VectorStore = EdgeStore("bench", path=qdrant) if engine == "edge" else QdrantStore("bench", path=qdrant)
         await store.start()
         indexer = Indexer(embedder, store, ChunkerSettings(), batch_size=batch)
         started = time.perf_counter()
         summary = await indexer.run([folder])
         e2e = time.perf_counter() - started
-        version = await store.published()
-        assert version is not None
-        texts = await _chunk_texts(store, version)
+        stored = await store.count()
         await store.close()
+    texts = chunk_texts(folder, embedder)
+    if len(texts) != stored:
+        sys.exit(f"{name}: the store holds {stored} chunks but chunking again gives {len(texts)}")
     started = time.perf_counter()
     embedder.embed(texts)  # same chunks, same batch size, nothing else
     encode = time.perf_counter() - started
@@ -80,21 +85,25 @@ async def measure(name: str, folder: Path, embedder: SentenceTransformerEmbedder
     }
 
 
-async def _chunk_texts(store: QdrantStore, version: str) -> list[str]:
-    client: Any = store._client  # the benchmark reads back exactly what was stored
+def chunk_texts(folder: Path, embedder: SentenceTransformerEmbedder) -> list[str]:
+    """The texts the run embedded: chunking is deterministic, so parsing and chunking again gives them."""
     texts: list[str] = []
-    offset = None
-    while True:
-        points, offset = await client.scroll(version, limit=2048, offset=offset, with_payload=["text"])
-        texts += [p.payload["text"] for p in points]
-        if offset is None:
-            return texts
+    for path in walk([folder], []):
+        source = source_name(path)
+        try:
+            doc = parse_file(path)
+        except (ParseError, OSError, ValueError):
+            continue  # failed in the run too
+        chunks = chunk_document(doc_id_for(source), source, doc, embedder.token_offsets, ChunkerSettings())
+        texts += [c.text for c in chunks]
+    return texts
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--limit", type=int, help="SciFact abstracts to use (default: all 5,183)")
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--store", choices=["edge", "local"], default="edge", help="Qdrant Edge or local mode")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     embedder = SentenceTransformerEmbedder(packaged_model(), name=PACKAGED_EMBEDDER_ID, batch_size=args.batch_size)
@@ -103,9 +112,15 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         rows.append(
-            asyncio.run(measure("scifact", scifact_files(Path(tmp) / "scifact", args.limit), embedder, args.batch_size))
+            asyncio.run(
+                measure(
+                    "scifact", scifact_files(Path(tmp) / "scifact", args.limit), embedder, args.batch_size, args.store
+                )
+            )
         )
-    rows.append(asyncio.run(measure("shared docs (md, html, pdf)", DATA / "docs", embedder, args.batch_size)))
+    rows.append(
+        asyncio.run(measure("shared docs (md, html, pdf)", DATA / "docs", embedder, args.batch_size, args.store))
+    )
     print(f"{'corpus':<28} {'files':>6} {'chunks':>7} {'e2e chunks/s':>13} {'encode chunks/s':>16} {'ratio':>6}")
     for r in rows:
         print(
@@ -117,7 +132,12 @@ def main() -> None:
         report = {
             "machine": machine(),
             "model": PACKAGED_EMBEDDER_ID,
-            "load": {"batch_size": args.batch_size, "chunker": ChunkerSettings().as_dict(), "limit": args.limit},
+            "load": {
+                "store": args.store,
+                "batch_size": args.batch_size,
+                "chunker": ChunkerSettings().as_dict(),
+                "limit": args.limit,
+            },
             "results": rows,
         }
         args.json.write_text(json.dumps(report, indent=2))

@@ -8,12 +8,14 @@ Rails of other kinds (dialog, retrieval) are not run here.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 from guards import DEFAULT_CONFIG
 from guards.actions import ACTIONS
+from guards.injection import default_classifier
 from guards.llm import ChatFn, bind_provider
 from guards.protocol import Message, Verdict
 
@@ -44,6 +46,8 @@ class NemoGuard:
             if model.engine == "ripple":
                 model.model = self._model_name
         bind_provider(self._chat)
+        # The input rail's classifier loads here, not on the first request (a missing artefact fails start-up).
+        await asyncio.to_thread(default_classifier)
         rails = LLMRails(config)
         for name, fn in ACTIONS.items():
             rails.register_action(fn, name=name)

@@ -3,8 +3,8 @@
 `evaluate` indexes a corpus (incrementally, so a second run embeds nothing), runs every query in
 each retrieval mode, ranks documents by their best chunk, and reports nDCG@10 (graded, log2
 discount, BEIR's definition), recall@10, recall@100, MRR@10 and retrieval latency (query embedding
-+ search) per mode. SQuAD becomes a corpus of paragraphs whose gold document for a question is the
-paragraph it was asked on.
++ search for the top 10, as a chat request retrieves) per mode. SQuAD becomes a corpus of
+paragraphs whose gold document for a question is the paragraph it was asked on.
 """
 
 from __future__ import annotations
@@ -13,17 +13,20 @@ import json
 import math
 import statistics
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from indexer.chunker import ChunkerSettings
 from indexer.pipeline import Indexer
 from indexer.retriever import QdrantRetriever
 from indexer.store import Mode
 from indexer.types import ParsedDocument, Section
 
 Qrels = dict[str, dict[str, int]]
+LATENCY_LIMIT = 10
+"""Passages per timed query: what one chat request retrieves, at most (the quality pass goes deeper)."""
 
 
 @dataclass(frozen=True)
@@ -95,24 +98,45 @@ def mrr_at(ranked: Sequence[str], relevant: dict[str, int], k: int = 10) -> floa
     return next((1.0 / (i + 1) for i, d in enumerate(ranked[:k]) if d in relevant), 0.0)
 
 
-def documents(dataset: Dataset) -> Iterable[tuple[str, ParsedDocument]]:
+def documents(dataset: Dataset, cut: Callable[[str], str] | None = None) -> Iterable[tuple[str, ParsedDocument]]:
     for doc_id, (title, text) in dataset.corpus.items():
         body = f"{title}\n\n{text}" if title else text
+        if cut is not None:
+            body = cut(body)
         yield f"{dataset.name}:{doc_id}", ParsedDocument("text", (Section(body, heading=title),))
 
 
+def whole_documents(indexer: Indexer) -> tuple[ChunkerSettings, Callable[[str], str]]:
+    """How the published single-vector baselines index a corpus: one chunk per document, cut where the
+    embedding model stops reading. Returns the chunker settings and the cut to pass to `evaluate`."""
+    limit = indexer.embedder.max_tokens - 2  # the model's special tokens take two places
+
+    def cut(text: str) -> str:
+        offsets = indexer.embedder.token_offsets(text)
+        return text if len(offsets) <= limit else text[: offsets[limit - 1][1]]
+
+    return ChunkerSettings(max_tokens=limit, overlap_tokens=0), cut
+
+
 async def evaluate(
-    dataset: Dataset, indexer: Indexer, retriever: QdrantRetriever, modes: Sequence[Mode], depth: int = 100
+    dataset: Dataset,
+    indexer: Indexer,
+    retriever: QdrantRetriever,
+    modes: Sequence[Mode],
+    depth: int = 100,
+    cut: Callable[[str], str] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    summary = await indexer.run_documents(documents(dataset))
+    summary = await indexer.run_documents(documents(dataset, cut))
     prefix = f"{dataset.name}:"
     results: dict[str, dict[str, Any]] = {}
     for mode in modes:
         scores: dict[str, list[float]] = {"ndcg@10": [], "recall@10": [], "recall@100": [], "mrr@10": []}
         latencies = []
         for qid, text in dataset.queries.items():
-            started = time.perf_counter()
             passages = await retriever.retrieve(text, depth * 2, mode=mode)
+            # Latency as a chat request sees it: the top 10 with their payloads, not the deep list.
+            started = time.perf_counter()
+            await retriever.retrieve(text, LATENCY_LIMIT, mode=mode)
             latencies.append(time.perf_counter() - started)
             ranked = list(dict.fromkeys(p.source.removeprefix(prefix) for p in passages))[:depth]
             relevant = dataset.qrels[qid]

@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 Parsed = tuple[str, list[Chunk], list[SparseVector]]
 Item = tuple[str, Callable[[], ParsedDocument]]
 """A document to index: its source name and how to load it."""
+POOL_BATCHES = 16
 Progress = Callable[[int, int], None]
 """Called after each file with (files done, chunks embedded so far)."""
 
@@ -201,19 +202,35 @@ class Indexer:
     async def _ingest(
         self, version: str, items: list[Item], state: DocState, summary: IndexSummary, progress: Progress | None
     ) -> None:
-        parsed: asyncio.Queue[tuple[str, Parsed | BaseException] | None] = asyncio.Queue(maxsize=32)
+        # Three stages joined by small queues, so each overlaps the others: parse + chunk (a thread),
+        # embed (a thread; torch releases the GIL) and upsert. This loop plans what to embed and fills
+        # pools; the embed stage works on one pool while the next is parsed.
+        parsed: asyncio.Queue[tuple[str, Parsed | BaseException] | None] = asyncio.Queue(maxsize=64)
+        pools: asyncio.Queue[list[Chunk] | None] = asyncio.Queue(maxsize=1)
         batches: asyncio.Queue[tuple[list[Chunk], list[list[float]], list[SparseVector]] | None] = asyncio.Queue(2)
         docs: dict[str, _Doc] = {}
+        sparse_of: dict[str, SparseVector] = {}
         extra = self._extra()
 
         async def parse_all() -> None:
-            for item in items:
-                try:
-                    result: Parsed | BaseException = await asyncio.to_thread(self._parse, item)
-                except (ParseError, OSError, ValueError) as exc:
-                    result = exc
-                await parsed.put((item[0], result))
+            try:
+                for item in items:
+                    try:
+                        result: Parsed | BaseException = await asyncio.to_thread(self._parse, item)
+                    except (ParseError, OSError, ValueError) as exc:
+                        result = exc
+                    await parsed.put((item[0], result))
+            except Exception:  # an unexpected failure still ends the loop below; gather then raises it
+                await parsed.put(None)
+                raise
             await parsed.put(None)
+
+        async def embed_all() -> None:
+            while (pool := await pools.get()) is not None:
+                vectors = await asyncio.to_thread(self.embedder.embed, [c.text for c in pool])
+                summary.chunks_embedded += len(pool)
+                await batches.put((pool, vectors, [sparse_of.pop(c.id) for c in pool]))
+            await batches.put(None)
 
         async def upsert_all() -> None:
             while (item := await batches.get()) is not None:
@@ -223,18 +240,15 @@ class Indexer:
                     doc = docs[chunk.doc_id]
                     doc.remaining -= 1
                     if doc.remaining == 0:  # all new chunks are in: now the stale ones may go
-                        await self.store.delete_document(version, doc.doc_id, keep_hash=chunk.content_hash)
+                        if not doc.new:  # a new document has no stale chunks; skip the filtered scan
+                            await self.store.delete_document(version, doc.doc_id, keep_hash=chunk.content_hash)
                         (summary.added if doc.new else summary.updated).append(doc.source)
 
-        async def embed(pending: list[Chunk]) -> None:
-            vectors = await asyncio.to_thread(self.embedder.embed, [c.text for c in pending])
-            summary.chunks_embedded += len(pending)
-            await batches.put((pending, vectors, [sparse_of.pop(c.id) for c in pending]))
-
-        producer = asyncio.create_task(parse_all())
-        consumer = asyncio.create_task(upsert_all())
+        # Embed pools of several batches: the embedder sorts each call's texts by length, so a larger
+        # pool wastes less compute on padding.
+        pool = self.batch_size * POOL_BATCHES
+        tasks = [asyncio.create_task(parse_all()), asyncio.create_task(embed_all()), asyncio.create_task(upsert_all())]
         pending: list[Chunk] = []
-        sparse_of: dict[str, SparseVector] = {}
         done = 0
         try:
             while (item := await parsed.get()) is not None:
@@ -246,19 +260,18 @@ class Indexer:
                     source, chunks, sparse = result
                     sparse_of.update((c.id, sv) for c, sv in zip(chunks, sparse, strict=True))
                     await self._plan(version, source, chunks, state, docs, summary, pending)
-                    while len(pending) >= self.batch_size:
-                        await embed(pending[: self.batch_size])
-                        del pending[: self.batch_size]
+                    while len(pending) >= pool:
+                        await _put(pools, pending[:pool], tasks)
+                        del pending[:pool]
                 if progress is not None:
                     progress(done, summary.chunks_embedded)
             if pending:
-                await embed(pending)
-            await batches.put(None)
-            await consumer
-            await producer
+                await _put(pools, pending, tasks)
+            await _put(pools, None, tasks)
+            await asyncio.gather(*tasks)
         finally:
-            producer.cancel()
-            consumer.cancel()
+            for task in tasks:
+                task.cancel()
         if progress is not None:
             progress(done, summary.chunks_embedded)
 
@@ -304,6 +317,17 @@ class Indexer:
         for version in dropped:
             await self.store.drop(version)
         return dropped
+
+
+async def _put(queue: asyncio.Queue[Any], item: Any, tasks: list[asyncio.Task[None]]) -> None:
+    """Put into a stage's queue, unless a stage has failed: then raise its exception instead of waiting."""
+    put = asyncio.ensure_future(queue.put(item))
+    while not put.done():
+        await asyncio.wait([put, *(t for t in tasks if not t.done())], return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            if task.done() and not task.cancelled() and (exc := task.exception()) is not None:
+                put.cancel()
+                raise exc
 
 
 def _same(doc: ParsedDocument) -> ParsedDocument:

@@ -22,6 +22,7 @@ class RetrievalSettings:
     mode: Mode = "hybrid"
     candidates: int = 100
     rrf_k: int = 60
+    dense_weight: float = 1.0
 
 
 class Retriever(Protocol):
@@ -60,5 +61,6 @@ class QdrantRetriever:
             filter=filter,
             candidates=max(self.settings.candidates, limit),
             rrf_k=self.settings.rrf_k,
+            dense_weight=self.settings.dense_weight,
         )
         return await self.store.search(request)

@@ -43,6 +43,10 @@ class SearchQuery:
     candidates: int = 100
     """How many each side of a hybrid query brings to the fusion."""
     rrf_k: int = 60
+    dense_weight: float = 1.0
+    """The dense ranking's weight in Qdrant's weighted RRF (the sparse ranking's is 1): a chunk at
+    position p (0-based) scores 1 / ((p + 1) / weight + k - 1), so a weight above 1 lifts every dense
+    position and narrows the gaps between them."""
 
 
 DocState = dict[str, dict[str, int]]
@@ -190,7 +194,7 @@ class QdrantStore:
                     models.Prefetch(query=dense, using=DENSE, limit=query.candidates, filter=where),
                     models.Prefetch(query=sparse, using=SPARSE, limit=query.candidates, filter=where),
                 ],
-                "query": models.RrfQuery(rrf=models.Rrf(k=query.rrf_k)),
+                "query": models.RrfQuery(rrf=models.Rrf(k=query.rrf_k, weights=[query.dense_weight, 1.0])),
             }
         try:
             if not await self._client.collection_exists(self.alias):
@@ -334,8 +338,10 @@ class InMemoryStore:
             k: p for k, p in self._versions.get(self._published or "", {}).items() if _matches(p[2], query.filter)
         }
         ranked: list[list[tuple[float, str]]] = []
+        weights: list[float] = []
         if query.mode in ("dense", "hybrid") and query.dense is not None:
             ranked.append(sorted(((-_cosine(query.dense, v), k) for k, (v, _, _) in points.items())))
+            weights.append(query.dense_weight)
         if query.mode in ("sparse", "hybrid") and query.sparse is not None:
             idf = _idf(
                 query.sparse.indices, [sv for _, sv, _ in self._versions.get(self._published or "", {}).values()]
@@ -347,13 +353,15 @@ class InMemoryStore:
                 if score > 0:
                     scored.append((-score, k))
             ranked.append(sorted(scored))
+            weights.append(1.0)
         if query.mode != "hybrid":
             best = [(-s, k) for s, k in ranked[0][: query.limit]] if ranked else []
         else:
             fused: dict[str, float] = {}
-            for ranking in ranked:
+            for ranking, weight in zip(ranked, weights, strict=True):
                 for rank, (_, k) in enumerate(ranking[: query.candidates]):
-                    fused[k] = fused.get(k, 0.0) + 1.0 / (query.rrf_k + rank + 1)
+                    # Qdrant's weighted RRF: a weight stretches or shrinks the ranking's positions.
+                    fused[k] = fused.get(k, 0.0) + 1.0 / ((rank + 1) / weight + query.rrf_k - 1)
             best = sorted(((s, k) for k, s in fused.items()), key=lambda t: (-t[0], t[1]))[: query.limit]
         return [passage(k, points[k][2], s) for s, k in best]
 

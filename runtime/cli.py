@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import sys
@@ -140,7 +141,7 @@ def index(
         json_path.write_text(json.dumps(summary, indent=2))
 
 
-eval_app = typer.Typer(help="Measure retrieval (and, later, rails) on labelled data.", no_args_is_help=True)
+eval_app = typer.Typer(help="Measure retrieval and rails on labelled data.", no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
 
 
@@ -151,15 +152,23 @@ def eval_retrieval(
     split: Annotated[str, typer.Option(help="BEIR qrels split: qrels/SPLIT.tsv.")] = "test",
     modes: Annotated[str, typer.Option(help="Comma-separated: dense, sparse, hybrid.")] = "dense,sparse,hybrid",
     max_queries: Annotated[int | None, typer.Option(help="An even sample of at most this many queries.")] = None,
+    whole_documents: Annotated[
+        bool,
+        typer.Option(
+            "--whole-documents",
+            help="One chunk per document, cut where the embedding model stops reading, as the published "
+            "single-vector baselines index a corpus (instead of Ripple's chunking).",
+        ),
+    ] = False,
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write the results as JSON here.")] = None,
 ) -> None:
     """nDCG@10, recall@10/100, MRR@10 and latency per retrieval mode. The corpus is indexed once into a
     cached local Qdrant folder under the cache directory; later runs embed nothing."""
     from indexer.evaluation import evaluate, load_beir, load_squad
+    from indexer.evaluation import whole_documents as whole_documents_setup
     from indexer.pipeline import Indexer
     from indexer.retriever import QdrantRetriever
-    from indexer.store import QdrantStore
-    from runtime.components import build_embedder
+    from runtime.components import build_embedder, build_store
 
     if (dataset is None) == (squad is None):
         _fail("give exactly one of --dataset DIR or --squad FILE")
@@ -175,12 +184,16 @@ def eval_retrieval(
     async def run() -> dict[str, Any]:
         embedder = build_embedder(settings)
         await asyncio.to_thread(embedder.start)
-        store = QdrantStore("eval", path=str(settings.cache_dir / "eval" / data.name))
+        folder = settings.cache_dir / "eval" / f"{data.name}-{settings.qdrant_engine}"
+        store = build_store(settings, "eval", folder)
         await store.start()
         try:
             indexer = Indexer(embedder, store, settings.chunker(), batch_size=settings.embed_batch_size)
+            cut = None
+            if whole_documents:
+                indexer.chunker, cut = whole_documents_setup(indexer)
             retriever = QdrantRetriever(embedder, store, settings=settings.retrieval())
-            return await evaluate(data, indexer, retriever, wanted)  # type: ignore[arg-type]
+            return await evaluate(data, indexer, retriever, wanted, cut=cut)  # type: ignore[arg-type]
         finally:
             await store.close()
 
@@ -202,9 +215,62 @@ def eval_retrieval(
             "embedding_model": settings.embed_model or "sentence-transformers/all-MiniLM-L6-v2",
             "embed_backend": settings.embed_backend,
             "rrf_k": settings.rrf_k,
+            "dense_weight": settings.fusion_dense_weight,
+            "whole_documents": whole_documents,
+            "store": settings.qdrant_engine,
             "candidates": settings.retrieval_candidates,
         }
         json_path.write_text(json.dumps(report, indent=2))
+
+
+@eval_app.command("guards")
+def eval_guards(
+    dataset: Annotated[
+        Path,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="JSONL or CSV with `text` and `label` (1 = attack); XSTest's xstest_prompts.csv and "
+            "JailbreakBench's benign-/harmful-behaviors.csv are recognised by their headers.",
+        ),
+    ],
+    text_column: Annotated[str | None, typer.Option(help="The text column, when not text/prompt/goal.")] = None,
+    label_column: Annotated[
+        str | None, typer.Option(help="The label column, when not `label` (1/0, attack/benign, unsafe/safe).")
+    ] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the results as JSON here.")] = None,
+) -> None:
+    """Detection rate, false-positive rate and latency p50/p95 of the input rails: each check alone, and the
+    whole input rail through NeMo Guardrails (the rails config of RIPPLE_GUARDS_CONFIG, local rails only)."""
+    from guards.evaluation import evaluate_input_rails, load_labelled, no_llm, table
+    from guards.nemo import NemoGuard
+
+    settings = _settings()
+    # NeMo logs every event of every check at INFO: thousands of lines that would bury the table.
+    logging.getLogger("nemoguardrails").setLevel(logging.WARNING)
+    try:
+        data = load_labelled(dataset, text_column, label_column)
+    except (ValueError, KeyError) as exc:
+        _fail(str(exc))
+
+    async def run() -> dict[str, Any]:
+        guard = NemoGuard(settings.guards_config, no_llm)
+        await guard.start()
+        try:
+            return await evaluate_input_rails(data, guard)
+        finally:
+            await guard.close()
+
+    try:
+        report = asyncio.run(run())
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+    typer.echo(table(report))
+    report["guards_config"] = str(settings.guards_config)
+    report["machine"] = f"{os.cpu_count()} CPU cores"
+    if json_path is not None:
+        json_path.write_text(json.dumps(report, indent=2))
+    typer.echo(json.dumps({k: report[k] for k in ("detection_rate", "false_positive_rate")}))
 
 
 @app.command()

@@ -11,10 +11,12 @@ import re
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import AsyncExitStack, aclosing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from guards.protocol import Guard
 from indexer.chunker import ChunkerSettings
+from indexer.edge_store import EdgeStore
 from indexer.embedder import Embedder, SentenceTransformerEmbedder
 from indexer.pipeline import Indexer
 from indexer.retriever import QdrantRetriever, RetrievalSettings
@@ -73,13 +75,20 @@ def build_embedder(settings: Settings) -> Embedder:
     return SentenceTransformerEmbedder(path, name=name, device=settings.embed_device)
 
 
-def build_store(settings: Settings) -> QdrantStore:
-    return QdrantStore(
-        settings.collection,
-        path=None if settings.qdrant_url else str(settings.qdrant_path),
-        url=settings.qdrant_url,
-        api_key=settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None,
-    )
+def build_store(settings: Settings, collection: str | None = None, path: Path | None = None) -> VectorStore:
+    """The store settings name: a Qdrant server (URL), else a local folder run by Qdrant Edge or local mode.
+    `collection` and `path` override the settings' (the eval command keeps its own cached folder)."""
+    name = collection or settings.collection
+    if settings.qdrant_url and path is None:
+        return QdrantStore(
+            name,
+            url=settings.qdrant_url,
+            api_key=settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None,
+        )
+    folder = str(path or settings.qdrant_path)
+    if settings.qdrant_engine == "edge":
+        return EdgeStore(name, path=folder)
+    return QdrantStore(name, path=folder)
 
 
 def build_generator(settings: Settings) -> Generator:

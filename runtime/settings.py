@@ -67,6 +67,11 @@ class Settings(BaseSettings):
 
     # Retrieval
     qdrant_path: Path | None = Path(".ripple/qdrant")
+    qdrant_engine: Literal["edge", "local"] = Field(
+        "edge",
+        description="For RIPPLE_QDRANT_PATH: edge (Qdrant Edge, the Rust engine in-process) or local "
+        "(qdrant-client's pure-Python local mode). Ignored with RIPPLE_QDRANT_URL.",
+    )
     qdrant_url: str | None = None
     qdrant_api_key: SecretStr | None = None
     collection: str = "ripple-docs"
@@ -76,6 +81,9 @@ class Settings(BaseSettings):
     )
     retrieval_candidates: int = Field(100, ge=1, le=1000, description="Results each side brings to hybrid fusion.")
     rrf_k: int = Field(60, ge=1, description="The k of reciprocal rank fusion: higher flattens the rankings.")
+    fusion_dense_weight: float = Field(
+        1.0, gt=0, le=10, description="The dense ranking's weight in hybrid fusion; the sparse ranking's is 1."
+    )
 
     # Indexing
     chunk_max_tokens: int = Field(200, ge=16, description="Chunk size in the embedding model's tokens.")
@@ -106,7 +114,12 @@ class Settings(BaseSettings):
     log_json: bool = Field(False, description="Log JSON lines (production); also `ripple --log-json`.")
 
     def retrieval(self) -> RetrievalSettings:
-        return RetrievalSettings(mode=self.retrieval_mode, candidates=self.retrieval_candidates, rrf_k=self.rrf_k)
+        return RetrievalSettings(
+            mode=self.retrieval_mode,
+            candidates=self.retrieval_candidates,
+            rrf_k=self.rrf_k,
+            dense_weight=self.fusion_dense_weight,
+        )
 
     def chunker(self) -> ChunkerSettings:
         return ChunkerSettings(max_tokens=self.chunk_max_tokens, overlap_tokens=self.chunk_overlap_tokens)

@@ -6,6 +6,7 @@ packaged all-MiniLM-L6-v2 embedder and the NeMo rails from guards/config.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -14,6 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -41,6 +43,27 @@ def ripple_env(qdrant: Path, **extra: str) -> dict[str, str]:
         }
     )
     return env
+
+
+def stored(qdrant: Path) -> tuple[str | None, list[str], list[tuple[str, dict[str, Any]]]]:
+    """What a Qdrant Edge folder holds, read with Qdrant Edge itself: the published version, every
+    version, and the published version's (point id, payload) pairs."""
+    import qdrant_edge as qe
+
+    aliases = qdrant / "aliases.json"
+    published = next(iter(json.loads(aliases.read_text()).values()), None) if aliases.exists() else None
+    versions = sorted(p.name for p in qdrant.iterdir() if p.is_dir() and not p.name.startswith("."))
+    points: list[tuple[str, dict[str, Any]]] = []
+    if published is not None:
+        shard = qe.EdgeShard.load(str(qdrant / published))
+        offset: Any = None
+        while True:
+            records, offset = shard.scroll(qe.ScrollRequest(offset=offset, limit=512, with_payload=True))
+            points += [(str(r.id), dict(r.payload or {})) for r in records]
+            if offset is None:
+                break
+        shard.close()
+    return published, versions, points
 
 
 def run_ripple(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:

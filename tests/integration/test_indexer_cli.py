@@ -6,9 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
-from qdrant_client import QdrantClient
-
-from tests.integration.conftest import ripple_env, run_ripple
+from tests.integration.conftest import ripple_env, run_ripple, stored
 
 LOADERS = Path(__file__).parent.parent / "fixtures" / "loaders"
 
@@ -20,14 +18,9 @@ def summary(tmp_path: Path, name: str, *args: str, env: dict[str, str]) -> dict[
 
 
 def collections(qdrant: Path) -> tuple[str, list[str], list[dict[str, object]]]:
-    client = QdrantClient(path=str(qdrant))
-    try:
-        published = client.get_aliases().aliases[0].collection_name
-        names = sorted(c.name for c in client.get_collections().collections)
-        payloads = [p.payload or {} for p in client.scroll(published, limit=1000, with_payload=True)[0]]
-        return published, names, payloads
-    finally:
-        client.close()
+    published, versions, points = stored(qdrant)
+    assert published is not None
+    return published, versions, [p for _, p in points]
 
 
 def test_formats_payload_and_per_file_errors(tmp_path: Path) -> None:

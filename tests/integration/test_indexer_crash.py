@@ -7,9 +7,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from qdrant_client import QdrantClient
-
-from tests.integration.conftest import RIPPLE, ripple_env, run_ripple
+from tests.integration.conftest import RIPPLE, ripple_env, run_ripple, stored
 
 WORDS = "lunar beacon clock drift orbit station relay signal quartz pulse harbour granite meadow lantern".split()
 
@@ -24,20 +22,8 @@ def make_corpus(folder: Path, files: int = 30) -> None:
 
 
 def points(qdrant: Path) -> tuple[str | None, set[tuple[str, str, str]]]:
-    client = QdrantClient(path=str(qdrant))
-    try:
-        aliases = client.get_aliases().aliases
-        target = aliases[0].collection_name if aliases else None
-        seen: set[tuple[str, str, str]] = set()
-        offset = None
-        while target:
-            batch, offset = client.scroll(target, limit=512, offset=offset, with_payload=True)
-            seen |= {(str(p.id), p.payload["content_hash"], p.payload["text"]) for p in batch}  # type: ignore[index]
-            if offset is None:
-                break
-        return target, seen
-    finally:
-        client.close()
+    published, _, held = stored(qdrant)
+    return published, {(pid, p["content_hash"], p["text"]) for pid, p in held}
 
 
 def test_killed_runs_end_like_an_uninterrupted_one(tmp_path: Path) -> None:

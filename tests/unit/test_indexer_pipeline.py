@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -9,15 +10,20 @@ from pathlib import Path
 import pytest
 
 from indexer.chunker import ChunkerSettings, chunk_document
+from indexer.edge_store import EdgeStore
 from indexer.embedder import HashingEmbedder
 from indexer.pipeline import Indexer
-from indexer.store import QdrantStore, SearchQuery
+from indexer.store import InMemoryStore, QdrantStore, SearchQuery, StoreError, VectorStore
 from indexer.types import ParsedDocument, Section
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[QdrantStore]:
-    s = QdrantStore("docs", path=str(tmp_path / "q"))
+@pytest.fixture(params=["local", "edge"])
+async def store(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[VectorStore]:
+    s: VectorStore = (
+        EdgeStore("docs", path=str(tmp_path / "q"))
+        if request.param == "edge"
+        else QdrantStore("docs", path=str(tmp_path / "q"))
+    )
     await s.start()
     yield s
     await s.close()
@@ -34,7 +40,7 @@ def docs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 async def test_unchanged_files_embed_nothing_and_changed_files_replace_their_chunks(
-    docs: Path, store: QdrantStore
+    docs: Path, store: VectorStore
 ) -> None:
     indexer = Indexer(HashingEmbedder(), store, batch_size=16)
     first = await indexer.run([docs])
@@ -49,7 +55,7 @@ async def test_unchanged_files_embed_nothing_and_changed_files_replace_their_chu
 
 
 async def test_prune_removes_documents_whose_files_are_gone_only_under_the_given_paths(
-    docs: Path, store: QdrantStore, tmp_path: Path
+    docs: Path, store: VectorStore, tmp_path: Path
 ) -> None:
     other = tmp_path / "other"
     other.mkdir()
@@ -65,7 +71,7 @@ async def test_prune_removes_documents_whose_files_are_gone_only_under_the_given
     assert sorted(sources.values()) == ["docs/a.md", "other/c.md"]
 
 
-async def test_a_new_chunker_builds_a_new_version_and_swaps_only_when_complete(docs: Path, store: QdrantStore) -> None:
+async def test_a_new_chunker_builds_a_new_version_and_swaps_only_when_complete(docs: Path, store: VectorStore) -> None:
     old = Indexer(HashingEmbedder(), store, ChunkerSettings(max_tokens=200))
     await old.run([docs])
     new = Indexer(HashingEmbedder(), store, ChunkerSettings(max_tokens=64, overlap_tokens=8))
@@ -83,7 +89,7 @@ async def test_a_new_chunker_builds_a_new_version_and_swaps_only_when_complete(d
     assert await store.versions() == [new.version]
 
 
-async def test_a_crash_between_upsert_and_delete_is_repaired_without_embedding(docs: Path, store: QdrantStore) -> None:
+async def test_a_crash_between_upsert_and_delete_is_repaired_without_embedding(docs: Path, store: VectorStore) -> None:
     embedder = HashingEmbedder()
     indexer = Indexer(embedder, store)
     await indexer.run([docs])
@@ -103,7 +109,7 @@ async def test_a_crash_between_upsert_and_delete_is_repaired_without_embedding(d
 
 
 async def test_bad_files_are_reported_one_by_one_and_the_run_goes_on(
-    docs: Path, store: QdrantStore, tmp_path: Path
+    docs: Path, store: VectorStore, tmp_path: Path
 ) -> None:
     (docs / "empty.md").write_text("  \n")
     (docs / "binary.txt").write_bytes(b"\x00\x01\x02abc")
@@ -124,18 +130,33 @@ async def test_bad_files_are_reported_one_by_one_and_the_run_goes_on(
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads every file, so an unreadable file cannot be made here")
-async def test_an_unreadable_file_is_a_permission_error_in_the_summary(docs: Path, store: QdrantStore) -> None:
+async def test_an_unreadable_file_is_a_permission_error_in_the_summary(docs: Path, store: VectorStore) -> None:
     (docs / "secret.md").write_text("x")
     (docs / "secret.md").chmod(0)
     summary = await Indexer(HashingEmbedder(), store).run([docs])
     assert any("permission" in f["error"] for f in summary.failed)
 
 
-async def test_chunks_longer_than_the_model_reads_are_refused(docs: Path, store: QdrantStore) -> None:
+async def test_chunks_longer_than_the_model_reads_are_refused(docs: Path, store: VectorStore) -> None:
     with pytest.raises(ValueError, match="RIPPLE_CHUNK_MAX_TOKENS"):
         await Indexer(HashingEmbedder(), store, ChunkerSettings(max_tokens=600, overlap_tokens=0)).run([docs])
 
 
-async def test_a_missing_path_is_an_error(tmp_path: Path, store: QdrantStore) -> None:
+async def test_a_missing_path_is_an_error(tmp_path: Path, store: VectorStore) -> None:
     with pytest.raises(FileNotFoundError, match="does not exist"):
         await Indexer(HashingEmbedder(), store).run([tmp_path / "nope"])
+
+
+class _RefusingStore(InMemoryStore):
+    async def upsert(self, *args: object, **kwargs: object) -> None:
+        raise StoreError("disk full")
+
+
+async def test_a_failing_stage_ends_the_run_with_its_exception_instead_of_hanging(docs: Path) -> None:
+    for i in range(40):  # more than one pool, so the planner is waiting on a full queue when the upsert fails
+        (docs / f"n{i}.txt").write_text(f"note {i} " * 50)
+    store = _RefusingStore("docs")
+    await store.start()
+    with pytest.raises(StoreError, match="disk full"):
+        await asyncio.wait_for(Indexer(HashingEmbedder(), store, batch_size=2).run([docs]), timeout=30)
+    assert await store.published() is None, "nothing is published after a failed run"

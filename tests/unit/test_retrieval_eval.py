@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from indexer.edge_store import EdgeStore
 from indexer.embedder import HashingEmbedder
-from indexer.evaluation import evaluate, load_beir, load_squad, mrr_at, ndcg_at, recall_at
+from indexer.evaluation import evaluate, load_beir, load_squad, mrr_at, ndcg_at, recall_at, whole_documents
 from indexer.pipeline import Indexer
 from indexer.retriever import QdrantRetriever
 from indexer.sparse import Bm25Encoder
@@ -70,6 +71,24 @@ async def test_a_tiny_beir_run_scores_every_mode_and_caches_the_index(tmp_path: 
         assert results[mode]["recall@100"] == 1.0 and results[mode]["latency_p50_ms"] > 0
     again = await evaluate(data, indexer, QdrantRetriever(embedder, store), ["sparse"])
     assert again["_index"]["chunks_embedded"] == 0, "the second run reuses the index"
+    await store.close()
+
+
+async def test_whole_documents_index_one_chunk_per_document_cut_where_the_model_stops(tmp_path: Path) -> None:
+    write_beir(tmp_path / "tiny")
+    long = {"_id": "d4", "title": "", "text": "beacon " * 600 + "tail"}
+    with (tmp_path / "tiny" / "corpus.jsonl").open("a") as f:
+        f.write("\n" + json.dumps(long))
+    data = load_beir(tmp_path / "tiny")
+    store = EdgeStore("eval", path=str(tmp_path / "q"))
+    await store.start()
+    embedder = HashingEmbedder()  # reads 512 tokens
+    indexer = Indexer(embedder, store)
+    indexer.chunker, cut = whole_documents(indexer)
+    assert indexer.chunker.max_tokens == 510 and indexer.chunker.overlap_tokens == 0
+    assert cut("beacon " * 600 + "tail") == ("beacon " * 510).strip(), "cut after the 510th token"
+    results = await evaluate(data, indexer, QdrantRetriever(embedder, store), ["dense"], cut=cut)
+    assert results["_index"]["chunks_embedded"] == 4, "one chunk per document, the long one included"
     await store.close()
 
 

@@ -1,4 +1,5 @@
-"""One contract, two stores: the in-memory fake and real Qdrant (local mode, no server needed)."""
+"""One contract, three stores: the in-memory fake and real Qdrant, both in local mode and as Qdrant Edge
+(no server needed for either)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from indexer.chunker import ChunkerSettings, chunk_document
+from indexer.edge_store import EdgeStore
 from indexer.embedder import HashingEmbedder
 from indexer.sparse import Bm25Encoder
 from indexer.store import InMemoryStore, QdrantStore, SearchQuery, StoreError, VectorStore, version_name
@@ -19,11 +21,17 @@ V1 = version_name("docs", "model-a", EMBED.dimension, "t200o32v2")
 V2 = version_name("docs", "model-b", EMBED.dimension, "t200o32v2")
 
 
-@pytest.fixture(params=["memory", "qdrant"])
+def make_store(kind: str, folder: Path) -> VectorStore:
+    if kind == "memory":
+        return InMemoryStore("docs")
+    if kind == "edge":
+        return EdgeStore("docs", path=str(folder))
+    return QdrantStore("docs", path=str(folder))
+
+
+@pytest.fixture(params=["memory", "qdrant", "edge"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[VectorStore]:
-    s: VectorStore = (
-        InMemoryStore("docs") if request.param == "memory" else QdrantStore("docs", path=str(tmp_path / "q"))
-    )
+    s = make_store(request.param, tmp_path / "q")
     await s.start()
     await s.create_version(V1, EMBED.dimension)
     yield s
@@ -116,6 +124,18 @@ async def test_hybrid_fuses_both_rankings(store: VectorStore) -> None:
     assert {h.doc_id for h in hits} == {"a", "b", "c"}, "dense brings every document to the fusion"
 
 
+async def test_the_dense_weight_tips_the_fusion_toward_either_ranking(store: VectorStore) -> None:
+    await add(store, "a", "orbit relay orbit relay orbit relay")
+    await add(store, "b", "the quartz quartz clock")
+    await store.publish(V1)
+    # Dense ranks a then b; sparse finds only b. With k=1, a dense side weighing 5 keeps a first and one
+    # weighing 0.2 lets the sparse side put b first.
+    dense, sparse = EMBED.embed(["orbit relay"])[0], BM25.encode_query("quartz")
+    for weight, first in ((5.0, "a"), (0.2, "b")):
+        hits = await store.search(SearchQuery(2, "hybrid", dense=dense, sparse=sparse, rrf_k=1, dense_weight=weight))
+        assert hits[0].doc_id == first, f"dense weight {weight}"
+
+
 async def test_filters_apply_inside_the_query(store: VectorStore) -> None:
     await add(store, "a", "shared words about logs", tenant="acme")
     await add(store, "b", "shared words about logs", tenant="globex")
@@ -144,17 +164,41 @@ async def test_qdrant_refuses_a_version_of_another_dimension(tmp_path: Path) -> 
     await s.close()
 
 
-async def test_a_second_process_on_the_same_folder_is_told_what_to_do(tmp_path: Path) -> None:
-    first = QdrantStore("docs", path=str(tmp_path / "q"))
+@pytest.mark.parametrize("kind", ["qdrant", "edge"])
+async def test_a_second_process_on_the_same_folder_is_told_what_to_do(tmp_path: Path, kind: str) -> None:
+    first = make_store(kind, tmp_path / "q")
     await first.start()
     import subprocess
     import sys
 
     code = (
-        "import asyncio; from indexer.store import QdrantStore, StoreError\n"
-        f"s = QdrantStore('docs', path={str(tmp_path / 'q')!r})\n"
+        "import asyncio; from indexer.store import StoreError; from tests.unit.test_store_contract import make_store\n"
+        f"s = make_store({kind!r}, __import__('pathlib').Path({str(tmp_path / 'q')!r}))\n"
         "try:\n    asyncio.run(s.start())\nexcept StoreError as e:\n    print(e)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
     await first.close()
     assert "RIPPLE_QDRANT_URL" in out
+
+
+async def test_edge_keeps_everything_across_a_reopen(tmp_path: Path) -> None:
+    s = EdgeStore("docs", path=str(tmp_path / "q"))
+    await s.start()
+    await s.create_version(V1, EMBED.dimension)
+    await add(s, "a", "replication of the write-ahead log")
+    await s.publish(V1)
+    await s.close()
+    again = EdgeStore("docs", path=str(tmp_path / "q"))
+    await again.start()
+    assert await again.published() == V1 and await again.count() == 1
+    assert [h.doc_id for h in await again.search(query("write-ahead log", "hybrid"))] == ["a"]
+    await again.close()
+
+
+async def test_edge_refuses_a_local_mode_folder_and_says_what_to_do(tmp_path: Path) -> None:
+    local = QdrantStore("docs", path=str(tmp_path / "q"))
+    await local.start()
+    await local.create_version(V1, EMBED.dimension)
+    await local.close()
+    with pytest.raises(StoreError, match="RIPPLE_QDRANT_ENGINE=local"):
+        await EdgeStore("docs", path=str(tmp_path / "q")).start()

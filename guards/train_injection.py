@@ -1,0 +1,198 @@
+"""Train the injection classifier and write `guards/artifacts/injection.{npz,json}`.
+
+    python -m guards.train_injection [--data ../shared/data] [--out guards/artifacts/injection.npz]
+
+Training data: the deepset prompt-injection train split (546 prompts, 203 attacks) plus SQuAD v1.1
+dev questions as extra benign prompts (ordinary questions, so that a question is not an attack
+for being English and well formed). The threshold is chosen by 5-fold cross-validation on the
+deepset train split only: the out-of-fold score below which 98% of its benign prompts fall.
+The deepset test split, XSTest and JailbreakBench are never trained on nor used to choose anything;
+when present they are scored at the end, for information.
+
+Needs scikit-learn (a dependency of sentence-transformers) at training time only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import random
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from guards.injection import ARTIFACT, NGRAMS, InjectionClassifier, char_ngrams
+
+logger = logging.getLogger(__name__)
+
+DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+TARGET_FPR = 0.02
+SQUAD_NEGATIVES = 1500
+C = 10.0
+SEED = 0
+
+
+def read_jsonl(path: Path) -> tuple[list[str], list[int]]:
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [str(r["text"]) for r in rows], [int(r["label"]) for r in rows]
+
+
+def squad_questions(path: Path, n: int) -> list[str]:
+    squad = json.loads(path.read_text())
+    questions = [qa["question"] for art in squad["data"] for para in art["paragraphs"] for qa in para["qas"]]
+    return random.Random(SEED).sample(questions, min(n, len(questions)))
+
+
+def fit(texts: Sequence[str], labels: Sequence[int], threshold: float = 0.5) -> InjectionClassifier:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    vec = TfidfVectorizer(analyzer=char_ngrams, min_df=2, sublinear_tf=True)
+    x = vec.fit_transform(texts)
+    lr = LogisticRegression(C=C, max_iter=5000, class_weight="balanced").fit(x, labels)
+    return InjectionClassifier(
+        vocabulary=dict(vec.vocabulary_),
+        idf=np.asarray(vec.idf_, dtype=np.float64),
+        coef=np.asarray(lr.coef_[0], dtype=np.float64),
+        intercept=float(lr.intercept_[0]),
+        threshold=threshold,
+        meta={},
+    )
+
+
+def cross_validate(texts: list[str], labels: list[int], n_deepset: int, folds: int = 5) -> np.ndarray:
+    """Out-of-fold scores for every training text (folds stratified by label)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    oof = np.zeros(len(texts))
+    for train_idx, held_idx in StratifiedKFold(folds, shuffle=True, random_state=SEED).split(texts, labels):
+        model = fit([texts[i] for i in train_idx], [labels[i] for i in train_idx])
+        oof[held_idx] = [model.score(texts[i]) for i in held_idx]
+    return oof
+
+
+def rates(flags: np.ndarray, labels: np.ndarray) -> dict[str, float | None]:
+    pos, neg = labels == 1, labels == 0
+    return {
+        "detection_rate": float(flags[pos].mean()) if pos.any() else None,
+        "false_positive_rate": float(flags[neg].mean()) if neg.any() else None,
+        "n": int(len(labels)),
+    }
+
+
+def evaluation_sets(data: Path) -> dict[str, tuple[list[str], list[int]]]:
+    """The held-out sets, where present: deepset test, XSTest (all prompts), JailbreakBench (both halves)."""
+    sets: dict[str, tuple[list[str], list[int]]] = {}
+    if (data / "guards/deepset/test.jsonl").is_file():
+        sets["deepset_test"] = read_jsonl(data / "guards/deepset/test.jsonl")
+    if (data / "guards/xstest/xstest_prompts.csv").is_file():
+        rows = list(csv.DictReader((data / "guards/xstest/xstest_prompts.csv").open()))
+        sets["xstest"] = ([r["prompt"] for r in rows], [int(r["label"] != "safe") for r in rows])
+    jbb = data / "guards/jailbreakbench"
+    if (jbb / "benign-behaviors.csv").is_file() and (jbb / "harmful-behaviors.csv").is_file():
+        benign = [r["goal"] for r in csv.DictReader((jbb / "benign-behaviors.csv").open())]
+        harmful = [r["goal"] for r in csv.DictReader((jbb / "harmful-behaviors.csv").open())]
+        sets["jailbreakbench"] = (benign + harmful, [0] * len(benign) + [1] * len(harmful))
+    return sets
+
+
+def save(model: InjectionClassifier, out: Path, meta: dict[str, Any]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    grams = sorted(model.vocabulary, key=model.vocabulary.__getitem__)
+    np.savez_compressed(
+        out,
+        vocabulary=np.array(grams, dtype=str),
+        idf=model.idf.astype(np.float32),
+        coef=model.coef.astype(np.float32),
+        intercept=np.float64(model.intercept),
+    )
+    out.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=DATA, help="the shared data folder (guards/, squad/)")
+    parser.add_argument("--out", type=Path, default=ARTIFACT)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    train = args.data / "guards/deepset/train.jsonl"
+    squad = args.data / "squad/dev-v1.1.json"
+    for path in (train, squad):
+        if not path.is_file():
+            logger.info("%s is missing: pass --data pointing at the shared data folder", path)
+            return 2
+    texts, labels = read_jsonl(train)
+    n_deepset = len(texts)
+    negatives = squad_questions(squad, SQUAD_NEGATIVES)
+    texts, labels = texts + negatives, labels + [0] * len(negatives)
+
+    started = time.perf_counter()
+    oof = cross_validate(texts, labels, n_deepset)
+    y = np.array(labels)
+    ds_oof, ds_y = oof[:n_deepset], y[:n_deepset]
+    threshold = float(np.quantile(ds_oof[ds_y == 0], 1 - TARGET_FPR))
+    cv = {
+        "deepset_train": rates(ds_oof > threshold, ds_y),
+        "squad_negatives": rates(oof[n_deepset:] > threshold, y[n_deepset:]),
+    }
+    model = fit(texts, labels, threshold)
+    seconds = time.perf_counter() - started
+    logger.info("5-fold CV on deepset train (+%d SQuAD questions), threshold %.4f:", len(negatives), threshold)
+    for name, r in cv.items():
+        logger.info(
+            "  %-16s detection %s  false positives %s", name, _pct(r["detection_rate"]), _pct(r["false_positive_rate"])
+        )
+
+    held_out: dict[str, Any] = {}
+    for name, (eval_texts, eval_labels) in evaluation_sets(args.data).items():
+        flags = np.array([model.score(t) > threshold for t in eval_texts])
+        held_out[name] = rates(flags, np.array(eval_labels))
+    if held_out:
+        logger.info("held out (for information; nothing was chosen on these):")
+        for name, r in held_out.items():
+            logger.info(
+                "  %-16s detection %s  false positives %s",
+                name,
+                _pct(r["detection_rate"]),
+                _pct(r["false_positive_rate"]),
+            )
+
+    meta = {
+        "kind": "char-ngram tf-idf + logistic regression, max over sentences",
+        "ngram_range": list(NGRAMS),
+        "threshold": threshold,
+        "threshold_rule": f"{1 - TARGET_FPR:.0%} quantile of out-of-fold scores of deepset train benign prompts",
+        "training_data": {
+            "deepset/prompt-injections train (Apache-2.0)": n_deepset,
+            "SQuAD v1.1 dev questions as benign (CC BY-SA 4.0)": len(negatives),
+        },
+        "C": C,
+        "vocabulary_size": len(model.vocabulary),
+        "cv": cv,
+        "held_out": held_out,
+        "train_seconds": round(seconds, 1),
+    }
+    save(model, args.out, meta)
+    logger.info(
+        "wrote %s (%d n-grams, %.0f KB) in %.0f s",
+        args.out,
+        len(model.vocabulary),
+        args.out.stat().st_size / 1024,
+        seconds,
+    )
+    return 0
+
+
+def _pct(value: float | None) -> str:
+    return "  n/a" if value is None else f"{value:6.1%}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

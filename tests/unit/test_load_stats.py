@@ -1,0 +1,305 @@
+"""The load tool's statistics, its SSE chunk handling, and its client against an in-process fake server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from benchmarks.load import (
+    Load,
+    RequestRecord,
+    aggregate,
+    itls,
+    load_questions,
+    percentile,
+    poisson_arrivals,
+    random_prompts,
+    run_load,
+    status_counts,
+    summarize_ms,
+    tpot,
+    ttft,
+)
+
+
+def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
+    body = {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    return "data: " + json.dumps(body)
+
+
+def usage_chunk(completion: int, prompt: int = 10) -> str:
+    body = {
+        "object": "chat.completion.chunk",
+        "choices": [],
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion},
+    }
+    return "data: " + json.dumps(body)
+
+
+def fed(lines_at: list[tuple[str, float]], start: float = 0.0, end: float | None = None) -> RequestRecord:
+    record = RequestRecord(start=start, status="200")
+    for line, t in lines_at:
+        record.feed(line, t)
+    record.end = end if end is not None else lines_at[-1][1]
+    return record
+
+
+# --- percentiles and summaries ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("values", [[1.0, 2.0, 3.0, 4.0], [5.0], [0.3, 9.1, 2.2, 7.7, 1.0, 4.4, 8.8], list(range(101))])
+@pytest.mark.parametrize("q", [0, 50, 95, 99, 100])
+def test_percentile_matches_numpy_linear(values: list[float], q: float) -> None:
+    assert percentile(values, q) == pytest.approx(float(np.percentile(values, q)))
+
+
+def test_percentile_interpolates_between_ranks() -> None:
+    assert percentile([4.0, 1.0, 3.0, 2.0], 50) == 2.5
+    assert percentile([1.0, 2.0, 3.0, 4.0], 95) == pytest.approx(3.85)
+    with pytest.raises(ValueError):
+        percentile([], 50)
+
+
+def test_summary_is_in_milliseconds_and_empty_is_none() -> None:
+    s = summarize_ms([0.1, 0.2, 0.3])
+    assert s["n"] == 3 and s["mean"] == pytest.approx(200.0) and s["p50"] == pytest.approx(200.0)
+    assert s["p99"] == pytest.approx(298.0)
+    assert summarize_ms([]) == {"n": 0, "mean": None, "p50": None, "p95": None, "p99": None}
+
+
+# --- SSE chunk handling -----------------------------------------------------------------------------------
+
+
+def test_role_only_chunk_is_not_the_first_token() -> None:
+    r = fed(
+        [(chunk({"role": "assistant", "content": ""}), 0.1), (chunk({"content": "Hi"}), 0.4), ("data: [DONE]", 0.5)]
+    )
+    assert ttft(r) == pytest.approx(0.4)
+    assert r.done and r.ok
+
+
+def test_usage_comes_from_the_final_chunk_and_sets_tpot() -> None:
+    r = fed(
+        [
+            (chunk({"role": "assistant", "content": "A"}), 1.0),
+            (chunk({"content": " b c"}), 1.5),
+            (chunk({}, finish="length"), 2.0),
+            (usage_chunk(completion=5, prompt=42), 2.0),
+            ("data: [DONE]", 2.0),
+        ],
+        end=2.2,
+    )
+    assert r.output_tokens == 5 and r.prompt_tokens == 42 and r.finish_reason == "length"
+    assert tpot(r) == pytest.approx((2.2 - 1.0) / 4)  # (e2e - ttft) / (tokens - 1), not per chunk
+
+
+def test_without_usage_content_chunks_are_counted() -> None:
+    r = fed([(chunk({"content": "a"}), 0.2), (chunk({"content": "b"}), 0.3), (chunk({"content": "c"}), 0.6)])
+    assert r.usage_tokens is None and r.output_tokens == 3
+    assert tpot(r) == pytest.approx((0.6 - 0.2) / 2)
+
+
+def test_itl_is_the_gaps_between_content_chunks() -> None:
+    r = fed(
+        [
+            (chunk({"role": "assistant"}), 0.05),
+            (chunk({"content": "a"}), 0.2),
+            (": keep-alive comment", 0.25),
+            ("", 0.25),
+            (chunk({"content": "b"}), 0.3),
+            (chunk({}, finish="stop"), 0.35),
+            (chunk({"content": "c"}), 0.6),
+        ]
+    )
+    assert itls(r) == pytest.approx([0.1, 0.3])
+
+
+def test_error_event_marks_a_stream_error() -> None:
+    r = fed([(chunk({"content": "a"}), 0.1), ('data: {"error": {"message": "engine died", "code": 500}}', 0.2)])
+    assert r.status == "stream_error" and r.error == "engine died" and not r.ok
+
+
+def test_single_token_has_no_tpot() -> None:
+    assert tpot(fed([(chunk({"content": "a"}), 0.1), (usage_chunk(1), 0.1)])) is None
+
+
+# --- aggregation ----------------------------------------------------------------------------------------
+
+
+def test_status_counts_and_aggregate_use_only_successes_for_latency() -> None:
+    good = fed([(chunk({"content": "a"}), 0.1), (chunk({"content": "b"}), 0.3), (usage_chunk(4), 0.3)], end=0.4)
+    slow = fed([(chunk({"content": "a"}), 0.5), (usage_chunk(2), 0.9)], end=1.0)
+    refused = RequestRecord(start=0.0, status="429", end=0.01)
+    broken = RequestRecord(start=0.0, status="stream_error", end=9.0, chunk_times=[8.0])
+    timed_out = RequestRecord(start=0.0, status="timeout", end=30.0)
+    records = [good, slow, refused, broken, timed_out]
+    assert status_counts(records) == {"200": 2, "429": 1, "stream_error": 1, "timeout": 1}
+    report = aggregate(records, duration=2.0)
+    assert report["ttft_ms"]["n"] == 2 and report["ttft_ms"]["mean"] == pytest.approx(300.0)
+    assert report["e2e_ms"]["p50"] == pytest.approx(700.0)
+    assert report["itl_ms"]["n"] == 1 and report["itl_ms"]["p50"] == pytest.approx(200.0)
+    t = report["throughput"]
+    assert t["output_tokens"] == 6 and t["output_tokens_per_s"] == pytest.approx(3.0)
+    assert t["requests_per_s"] == pytest.approx(1.0) and t["completed"] == 2 and t["requests"] == 5
+    assert t["output_token_count_source"] == "usage" and t["prompt_tokens_mean"] == 10
+
+
+def test_token_count_source_says_when_chunks_were_counted() -> None:
+    r = fed([(chunk({"content": "a"}), 0.1)])
+    assert aggregate([r], 1.0)["throughput"]["output_token_count_source"] == "content_chunks"
+
+
+# --- arrivals and prompts ---------------------------------------------------------------------------------
+
+
+def test_poisson_arrivals_are_seeded_with_the_given_rate() -> None:
+    a = poisson_arrivals(4000, rate=2.0, seed=7)
+    assert a == poisson_arrivals(4000, rate=2.0, seed=7) and a != poisson_arrivals(4000, rate=2.0, seed=8)
+    assert a[0] == 0.0 and all(x < y for x, y in zip(a, a[1:], strict=False))
+    assert a[-1] / (len(a) - 1) == pytest.approx(0.5, rel=0.05)
+
+
+def test_questions_from_jsonl_or_lines(tmp_path: Path) -> None:
+    jsonl = tmp_path / "q.jsonl"
+    jsonl.write_text('{"question": "What is Ripple?"}\n\n{"text": "How fast?", "id": 2}\n')
+    assert load_questions(jsonl) == ["What is Ripple?", "How fast?"]
+    plain = tmp_path / "q.txt"
+    plain.write_text("One?\n\nTwo?\n")
+    assert load_questions(plain) == ["One?", "Two?"]
+
+
+def test_random_prompts_have_the_asked_length_and_are_seeded() -> None:
+    prompts = random_prompts(3, 50, seed=1)
+    assert [len(p.split()) for p in prompts] == [50, 50, 50] and len(set(prompts)) == 3
+    assert prompts == random_prompts(3, 50, seed=1)
+
+
+# --- the client against a fake OpenAI SSE server ----------------------------------------------------------
+
+
+class FakeOpenAI:
+    """A tiny OpenAI chat server: role-only chunk, words, finish, usage, [DONE]; every `refuse_every`-th is 429."""
+
+    def __init__(self, words: int = 4, refuse_every: int = 0, break_every: int = 0) -> None:
+        self.words, self.refuse_every, self.break_every = words, refuse_every, break_every
+        self.bodies: list[dict[str, Any]] = []
+        self.in_flight = self.max_in_flight = 0
+        self.app = Starlette(
+            routes=[Route("/v1/models", self.models), Route("/v1/chat/completions", self.chat, methods=["POST"])]
+        )
+
+    async def models(self, request: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [{"id": "fake-model", "object": "model"}]})
+
+    async def chat(self, request: Request) -> Response:
+        body = await request.json()
+        self.bodies.append(body)
+        n = len(self.bodies)
+        if self.refuse_every and n % self.refuse_every == 0:
+            return JSONResponse({"error": {"message": "busy", "code": 429}}, status_code=429)
+        broken = bool(self.break_every and n % self.break_every == 0)
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+        async def events() -> Any:
+            try:
+                yield chunk({"role": "assistant", "content": ""}) + "\n\n"
+                for i in range(self.words):
+                    await asyncio.sleep(0.005)
+                    yield chunk({"content": f"w{i} "}) + "\n\n"
+                    if broken:
+                        yield 'data: {"error": {"message": "boom", "code": 500}}\n\ndata: [DONE]\n\n'
+                        return
+                yield chunk({}, finish="length") + "\n\n"
+                if (body.get("stream_options") or {}).get("include_usage"):
+                    yield usage_chunk(completion=self.words) + "\n\n"
+                yield "data: [DONE]\n\n"
+            finally:
+                self.in_flight -= 1
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+
+async def test_closed_loop_client_against_fake_server() -> None:
+    fake = FakeOpenAI(words=5, refuse_every=4, break_every=7)
+    report = await run_load(
+        "http://fake",
+        [[{"role": "user", "content": "q1"}], [{"role": "user", "content": "q2"}]],
+        Load(concurrency=3),
+        requests=9,
+        max_tokens=5,
+        transport=httpx.ASGITransport(app=fake.app),
+    )
+    assert len(fake.bodies) == 9 and 1 <= fake.max_in_flight <= 3
+    assert report["status_counts"] == {"200": 6, "429": 2, "stream_error": 1}
+    assert report["model"] == "fake-model" and report["load"]["concurrency"] == 3
+    first = fake.bodies[0]
+    assert first["model"] == "fake-model" and first["stream"] is True and first["max_tokens"] == 5
+    assert first["stream_options"] == {"include_usage": True}
+    assert {b["messages"][0]["content"] for b in fake.bodies} == {"q1", "q2"}
+    t = report["throughput"]
+    assert t["completed"] == 6 and t["output_tokens"] == 30 and t["output_token_count_source"] == "usage"
+    assert report["ttft_ms"]["n"] == 6 and report["tpot_ms"]["n"] == 6 and report["itl_ms"]["n"] == 6 * 4
+    assert report["prompt_tokens_by_prompt"] == {"0": [10], "1": [10]}
+
+
+async def test_open_loop_sends_every_request() -> None:
+    fake = FakeOpenAI(words=2)
+    report = await run_load(
+        "http://fake",
+        [[{"role": "user", "content": "q"}]],
+        Load(rate=500.0),
+        requests=6,
+        max_tokens=2,
+        model="m",
+        transport=httpx.ASGITransport(app=fake.app),
+    )
+    assert report["status_counts"] == {"200": 6} and report["load"] == {
+        "mode": "open",
+        "rate": 500.0,
+        "requests": 6,
+        "max_tokens": 2,
+        "warmup": 0,
+    }
+    assert {b["model"] for b in fake.bodies} == {"m"}
+
+
+async def test_connection_failure_is_counted() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    report = await run_load(
+        "http://nowhere",
+        [[{"role": "user", "content": "q"}]],
+        Load(concurrency=2),
+        requests=3,
+        max_tokens=2,
+        model="m",
+        transport=httpx.MockTransport(refuse),
+    )
+    assert report["status_counts"] == {"connection_error": 3} and report["ttft_ms"]["n"] == 0
+
+
+async def test_a_request_past_its_deadline_is_a_timeout() -> None:
+    fake = FakeOpenAI(words=200)  # about 1 s of chunks
+    report = await run_load(
+        "http://fake",
+        [[{"role": "user", "content": "q"}]],
+        Load(concurrency=1),
+        requests=1,
+        max_tokens=200,
+        model="m",
+        timeout=0.1,
+        transport=httpx.ASGITransport(app=fake.app),
+    )
+    assert report["status_counts"] == {"timeout": 1}
