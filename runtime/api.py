@@ -7,6 +7,7 @@ closes the generation in `finally`, which aborts the engine request when the cli
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -21,7 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from runtime import sse
 from runtime.admission import Admission, SlotStreamingResponse
 from runtime.chat import ChatService, FinishEvent, TextEvent
-from runtime.errors import BadRequestError, RippleError
+from runtime.errors import BadRequestError, DeadlineError, RippleError
 from runtime.schemas import ChatCompletionRequest, Citation, RetrieveRequest, chunk_payload
 
 logger = logging.getLogger(__name__)
@@ -73,20 +74,37 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, servic
         raise
 
 
+def _deadline_error(service: ChatService) -> DeadlineError:
+    service.metrics.deadline_exceeded.inc()
+    return DeadlineError(
+        f"the request took longer than its {service.settings.request_timeout_s:g} s deadline "
+        "(RIPPLE_REQUEST_TIMEOUT_S); generation was stopped. Ask for fewer max_tokens or raise the deadline"
+    )
+
+
 async def _answer(body: ChatCompletionRequest, service: ChatService, admission: Admission, arrived: float) -> Response:
     request_id = uuid.uuid4().hex
     logger.info("chat completion %s (stream=%s)", request_id, body.stream)
-    prepared = await service.prepare(body)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + service.settings.request_timeout_s - (time.perf_counter() - arrived)
+    try:
+        async with asyncio.timeout_at(deadline):
+            prepared = await service.prepare(body)
+    except TimeoutError:
+        raise _deadline_error(service) from None
     completion_id, created, model = f"chatcmpl-{request_id}", int(time.time()), service.generator.model_id
     events = service.events(prepared, request_id, stream=body.stream)
     if not body.stream:
-        async with aclosing(events) as stream:
-            text, finish = [], None
-            async for ev in stream:
-                if isinstance(ev, TextEvent):
-                    text.append(ev.text)
-                else:
-                    finish = ev
+        try:
+            async with asyncio.timeout_at(deadline), aclosing(events) as stream:
+                text, finish = [], None
+                async for ev in stream:
+                    if isinstance(ev, TextEvent):
+                        text.append(ev.text)
+                    else:
+                        finish = ev
+        except TimeoutError:
+            raise _deadline_error(service) from None
         assert finish is not None
         service.metrics.request_seconds.observe(time.perf_counter() - arrived)
         service.metrics.requests.labels("ok").inc()
@@ -116,7 +134,15 @@ async def _answer(body: ChatCompletionRequest, service: ChatService, admission: 
         first, status = True, "ok"
         try:
             async with aclosing(events) as stream:
-                async for ev in stream:
+                while True:
+                    try:
+                        # The deadline covers each wait for the engine, never the time spent sending.
+                        async with asyncio.timeout_at(deadline):
+                            ev = await anext(stream)
+                    except StopAsyncIteration:
+                        break
+                    except TimeoutError:
+                        raise _deadline_error(service) from None
                     if isinstance(ev, TextEvent):
                         # The first chunk carries the role and the first text: no early role-only chunk.
                         delta = {"role": "assistant", "content": ev.text} if first else {"content": ev.text}

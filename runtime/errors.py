@@ -85,6 +85,11 @@ class UpstreamError(RippleError):
     error_type = "upstream_error"
 
 
+class DeadlineError(RippleError):
+    status_code = 504
+    error_type = "timeout"
+
+
 class NotReadyError(RippleError):
     status_code = 503
     error_type = "not_ready"

@@ -25,6 +25,9 @@ class Metrics:
             "ripple_rejected", "Requests refused before any work, by reason", ["reason"], registry=r
         )
         self.cancelled = Counter("ripple_cancelled", "Streams the client left before the end", registry=r)
+        self.deadline_exceeded = Counter(
+            "ripple_deadline_exceeded", "Chat requests stopped at RIPPLE_REQUEST_TIMEOUT_S", registry=r
+        )
         self.retrieval_seconds = Histogram(
             "ripple_retrieval_seconds", "Query embedding + vector search", buckets=_FAST, registry=r
         )

@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     max_concurrent_requests: int = Field(
         64, ge=1, description="Chat requests in flight at once; more get 429 with Retry-After before any work."
     )
+    request_timeout_s: float = Field(
+        300.0,
+        gt=0,
+        description="Deadline of a chat request from its arrival: past it, generation is aborted and the client "
+        "gets a 504 (or, once a stream has started, an error event).",
+    )
 
     # Models
     model: str | None = Field(None, description="Chat model folder or hub id; default: packaged SmolLM2-135M-Instruct.")

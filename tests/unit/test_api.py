@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
+from indexer.pipeline import Indexer
 from runtime.components import Components
 from tests.sse_client import parse_events
+from tests.unit.conftest import CORPUS
 
 QUESTION = {"role": "user", "content": "Who designed the Zorblax protocol?"}
 
@@ -221,3 +223,25 @@ def test_retrieve_and_chat_take_a_mode_and_a_filter(client: TestClient, componen
     assert [c["source"] for c in r.json()["citations"]] == [gardening]
     bad = client.post("/v1/chat/completions", json={"messages": [QUESTION], "retrieval": {"mode": "fuzzy"}})
     assert bad.status_code == 400 and "retrieval.mode" in bad.json()["error"]["message"]
+
+
+def test_a_request_past_its_deadline_gets_504_or_an_error_event_and_generation_stops(settings, components) -> None:  # type: ignore[no-untyped-def]
+    from runtime.app import create_app
+
+    components.generator.delay = 0.2  # type: ignore[attr-defined]  # 9 words: about 1.8 s in all
+    short = settings.model_copy(update={"request_timeout_s": 0.5})
+    with TestClient(create_app(short, components=components)) as c:
+        import asyncio
+
+        asyncio.run(Indexer(components.embedder, components.store).run([CORPUS]))
+        r = c.post("/v1/chat/completions", json={"messages": [QUESTION]})
+        assert r.status_code == 504, r.text
+        assert "RIPPLE_REQUEST_TIMEOUT_S" in r.json()["error"]["message"]
+        with c.stream("POST", "/v1/chat/completions", json={"messages": [QUESTION], "stream": True}) as s:
+            assert s.status_code == 200
+            events, done = parse_events(s.iter_lines())
+        assert done and events[-1]["error"]["type"] == "timeout", "the stream ends with an error event, then [DONE]"
+        assert 0 < sum(len(e["choices"]) for e in events if "choices" in e) < 9, "some text, not all of it"
+        assert len(components.generator.aborted) == 2, "both generations were aborted"  # type: ignore[attr-defined]
+        assert c.app.state.admission.in_flight == 0
+        assert "ripple_deadline_exceeded_total 2.0" in c.get("/metrics").text
