@@ -64,6 +64,13 @@ def usage(event: FinishEvent) -> dict[str, int]:
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(body: ChatCompletionRequest, request: Request, service: Service) -> Response:
     arrived = time.perf_counter()
+    if len(body.messages) > service.settings.max_messages:
+        service.metrics.rejected.labels("messages").inc()
+        raise BadRequestError(
+            f"{len(body.messages)} messages, the limit is {service.settings.max_messages} (RIPPLE_MAX_MESSAGES): "
+            "send fewer, older turns summarised or dropped",
+            param="messages",
+        )
     admission: Admission = request.app.state.admission
     admission.acquire()
     try:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -23,6 +24,7 @@ from runtime.api import install_error_handlers, router
 from runtime.chat import ChatService
 from runtime.components import Components, build_components, start_components
 from runtime.documents_api import router as documents_router
+from runtime.errors import PayloadTooLargeError
 from runtime.jobs import JobRunner
 from runtime.metrics import Metrics
 from runtime.settings import Settings
@@ -55,12 +57,64 @@ def create_app(settings: Settings, *, components: Components | None = None) -> F
     app.include_router(documents_router)
     install_error_handlers(app)
 
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_kb * 1024, exempt=("/v1/documents",))
     app.add_middleware(RequestIdMiddleware)
     return app
 
 
 async def _index(indexer: Indexer, paths: list[Path], progress: Callable[[int, int], None]) -> dict[str, Any]:
     return (await indexer.run(paths, progress=progress)).as_dict()
+
+
+class BodyLimitMiddleware:
+    """Refuse request bodies over `limit` bytes with 413, before the route reads or parses them: by their
+    Content-Length when they declare one, else as soon as the bytes received pass the limit."""
+
+    def __init__(self, app: ASGIApp, limit: int, exempt: tuple[str, ...] = ()) -> None:
+        self.app = app
+        self.limit = limit
+        self.exempt = exempt
+
+    def _too_large(self) -> PayloadTooLargeError:
+        return PayloadTooLargeError(
+            f"the request body is over {self.limit // 1024} KiB (RIPPLE_MAX_REQUEST_KB): send less context, "
+            "or raise the limit"
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(self.exempt):
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            error = self._too_large()
+            await JSONResponse(error.to_openai(), status_code=error.status_code)(scope, receive, send)
+            return
+        received, refused = 0, False
+
+        async def counted() -> Message:
+            # Past the limit: answer 413 here, and tell the route the client left, so it stops reading.
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                refused = True
+                error = self._too_large()
+                await JSONResponse(error.to_openai(), status_code=error.status_code)(scope, receive, send)
+                return {"type": "http.disconnect"}
+            return message
+
+        async def unless_refused(message: Message) -> None:
+            if not refused:
+                await send(message)
+
+        try:
+            await self.app(scope, counted, unless_refused)
+        except Exception:
+            if not refused:
+                raise
 
 
 class RequestIdMiddleware:

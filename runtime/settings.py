@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     max_concurrent_requests: int = Field(
         64, ge=1, description="Chat requests in flight at once; more get 429 with Retry-After before any work."
     )
+    max_request_kb: int = Field(
+        1024, ge=1, description="Largest request body, in KiB, except uploads (RIPPLE_MAX_UPLOAD_MB); larger: 413."
+    )
+    max_messages: int = Field(256, ge=1, description="Most messages in one chat request; more: 400.")
     request_timeout_s: float = Field(
         300.0,
         gt=0,

@@ -245,3 +245,27 @@ def test_a_request_past_its_deadline_gets_504_or_an_error_event_and_generation_s
         assert len(components.generator.aborted) == 2, "both generations were aborted"  # type: ignore[attr-defined]
         assert c.app.state.admission.in_flight == 0
         assert "ripple_deadline_exceeded_total 2.0" in c.get("/metrics").text
+
+
+def test_oversized_bodies_and_too_many_messages_are_refused_before_any_work(settings, components) -> None:  # type: ignore[no-untyped-def]
+    from runtime.app import create_app
+
+    small = settings.model_copy(update={"max_request_kb": 4, "max_messages": 3})
+    with TestClient(create_app(small, components=components)) as c:
+        big = {"messages": [{"role": "user", "content": "word " * 2000}]}
+        r = c.post("/v1/chat/completions", json=big)
+        assert r.status_code == 413 and "RIPPLE_MAX_REQUEST_KB" in r.json()["error"]["message"]
+
+        def chunked():  # type: ignore[no-untyped-def]  # no Content-Length: the limit counts the bytes
+            yield b'{"messages": [{"role": "user", "content": "'
+            for _ in range(10):
+                yield b"word " * 200
+            yield b'"}]}'
+
+        r = c.post("/v1/chat/completions", content=chunked(), headers={"content-type": "application/json"})
+        assert r.status_code == 413, r.text
+        turns = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}] * 2 + [QUESTION]
+        r = c.post("/v1/chat/completions", json={"messages": turns})
+        assert r.status_code == 400 and "RIPPLE_MAX_MESSAGES" in r.json()["error"]["message"]
+        assert components.generator.calls == []  # type: ignore[attr-defined]
+        assert c.post("/v1/chat/completions", json={"messages": [QUESTION]}).status_code == 200
