@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import machine
-from indexer.chunker import ChunkerSettings, chunk_document
+from indexer.chunker import ChunkerSettings
 from indexer.edge_store import EdgeStore
 from indexer.embedder import SentenceTransformerEmbedder
 from indexer.loaders import ParseError, parse_file
-from indexer.pipeline import Indexer, doc_id_for, source_name, walk
+from indexer.pipeline import Indexer, source_name, walk
 from indexer.store import QdrantStore, VectorStore
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -66,7 +66,7 @@ async def measure(
         e2e = time.perf_counter() - started
         stored = await store.count()
         await store.close()
-    texts = chunk_texts(folder, embedder)
+    texts = chunk_texts(folder, indexer)
     if len(texts) != stored:
         sys.exit(f"{name}: the store holds {stored} chunks but chunking again gives {len(texts)}")
     started = time.perf_counter()
@@ -85,17 +85,15 @@ async def measure(
     }
 
 
-def chunk_texts(folder: Path, embedder: SentenceTransformerEmbedder) -> list[str]:
+def chunk_texts(folder: Path, indexer: Indexer) -> list[str]:
     """The texts the run embedded: chunking is deterministic, so parsing and chunking again gives them."""
     texts: list[str] = []
     for path in walk([folder], []):
-        source = source_name(path)
         try:
             doc = parse_file(path)
         except (ParseError, OSError, ValueError):
             continue  # failed in the run too
-        chunks = chunk_document(doc_id_for(source), source, doc, embedder.token_offsets, ChunkerSettings())
-        texts += [c.text for c in chunks]
+        texts += [c.text for c in indexer.chunk(source_name(path), doc)]
     return texts
 
 

@@ -15,7 +15,6 @@ Needs scikit-learn (a dependency of sentence-transformers) at training time only
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import random
@@ -27,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from guards.evaluation import load_labelled
 from guards.injection import ARTIFACT, NGRAMS, InjectionClassifier, char_ngrams
 
 logger = logging.getLogger(__name__)
@@ -36,11 +36,6 @@ TARGET_FPR = 0.02
 SQUAD_NEGATIVES = 1500
 C = 10.0
 SEED = 0
-
-
-def read_jsonl(path: Path) -> tuple[list[str], list[int]]:
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [str(r["text"]) for r in rows], [int(r["label"]) for r in rows]
 
 
 def squad_questions(path: Path, n: int) -> list[str]:
@@ -86,19 +81,21 @@ def rates(flags: np.ndarray, labels: np.ndarray) -> dict[str, float | None]:
     }
 
 
+HELD_OUT = {
+    "deepset_test": ["guards/deepset/test.jsonl"],
+    "xstest": ["guards/xstest/xstest_prompts.csv"],
+    "jailbreakbench": ["guards/jailbreakbench/benign-behaviors.csv", "guards/jailbreakbench/harmful-behaviors.csv"],
+}
+"""The held-out sets, read as `ripple eval guards` reads them; nothing is chosen on these."""
+
+
 def evaluation_sets(data: Path) -> dict[str, tuple[list[str], list[int]]]:
-    """The held-out sets, where present: deepset test, XSTest (all prompts), JailbreakBench (both halves)."""
+    """The held-out sets whose files are all present, each as (texts, labels)."""
     sets: dict[str, tuple[list[str], list[int]]] = {}
-    if (data / "guards/deepset/test.jsonl").is_file():
-        sets["deepset_test"] = read_jsonl(data / "guards/deepset/test.jsonl")
-    if (data / "guards/xstest/xstest_prompts.csv").is_file():
-        rows = list(csv.DictReader((data / "guards/xstest/xstest_prompts.csv").open()))
-        sets["xstest"] = ([r["prompt"] for r in rows], [int(r["label"] != "safe") for r in rows])
-    jbb = data / "guards/jailbreakbench"
-    if (jbb / "benign-behaviors.csv").is_file() and (jbb / "harmful-behaviors.csv").is_file():
-        benign = [r["goal"] for r in csv.DictReader((jbb / "benign-behaviors.csv").open())]
-        harmful = [r["goal"] for r in csv.DictReader((jbb / "harmful-behaviors.csv").open())]
-        sets["jailbreakbench"] = (benign + harmful, [0] * len(benign) + [1] * len(harmful))
+    for name, files in HELD_OUT.items():
+        if all((data / f).is_file() for f in files):
+            parts = [load_labelled(data / f) for f in files]
+            sets[name] = ([t for p in parts for t in p.texts], [y for p in parts for y in p.labels])
     return sets
 
 
@@ -128,7 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not path.is_file():
             logger.info("%s is missing: pass --data pointing at the shared data folder", path)
             return 2
-    texts, labels = read_jsonl(train)
+    deepset = load_labelled(train)
+    texts, labels = deepset.texts, deepset.labels
     n_deepset = len(texts)
     negatives = squad_questions(squad, SQUAD_NEGATIVES)
     texts, labels = texts + negatives, labels + [0] * len(negatives)

@@ -52,6 +52,7 @@ class EdgeStore:
         self._root = Path(path)
         self._shards: dict[str, Any] = {}
         self._lock_file: Any = None
+        self._alias_map: dict[str, str] | None = None
         self._io = threading.Lock()  # one shard operation at a time: the engine's own writer is single
 
     @property
@@ -78,6 +79,7 @@ class EdgeStore:
                 "process at a time: stop the other `ripple` process or point RIPPLE_QDRANT_URL at a Qdrant server"
             ) from exc
         self._lock_file = lock
+        self._alias_map = self._read_aliases()
         for partial in self._root.glob(".*"):  # a version or alias file a killed process left half-made
             if partial.name != ".lock":
                 shutil.rmtree(partial) if partial.is_dir() else partial.unlink()
@@ -89,6 +91,7 @@ class EdgeStore:
         if self._lock_file is not None:
             self._lock_file.close()
             self._lock_file = None
+        self._alias_map = None
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -233,6 +236,7 @@ class EdgeStore:
         with partial.open("rb") as f:
             os.fsync(f.fileno())
         os.replace(partial, self._root / ALIASES)
+        self._alias_map = aliases
 
     async def drop(self, version: str) -> None:
         if version == self._aliases().get(self.alias):
@@ -245,8 +249,13 @@ class EdgeStore:
     # -- internals -------------------------------------------------------------------------------
 
     def _aliases(self) -> dict[str, str]:
-        if self._lock_file is None:
+        """The alias map, read from disk once at start: this process holds the folder's lock, so only its
+        own `publish` can change the file, and `publish` keeps this copy current."""
+        if self._alias_map is None:
             raise StoreError("EdgeStore.start() was not called")
+        return dict(self._alias_map)
+
+    def _read_aliases(self) -> dict[str, str]:
         try:
             return dict(json.loads((self._root / ALIASES).read_text()))
         except FileNotFoundError:

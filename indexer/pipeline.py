@@ -141,10 +141,13 @@ class Indexer:
     def _extra(self) -> dict[str, Any]:
         return {"tenant": self.tenant, "embedding_model": self.embedder.model_id, "chunker": self.chunker.as_dict()}
 
+    def chunk(self, source: str, doc: ParsedDocument) -> list[Chunk]:
+        """The chunks this indexer makes of `doc` under `source`: the same every time (ids included)."""
+        return chunk_document(doc_id_for(source), source, doc, self.embedder.token_offsets, self.chunker)
+
     def _parse(self, item: Item) -> Parsed:
         source, load = item
-        doc = load()
-        chunks = chunk_document(doc_id_for(source), source, doc, self.embedder.token_offsets, self.chunker)
+        chunks = self.chunk(source, load())
         return source, chunks, [self.sparse.encode_document(c.text) for c in chunks]
 
     async def _begin(self) -> tuple[IndexSummary, str | None, DocState, dict[str, str]]:
