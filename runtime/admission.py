@@ -1,8 +1,15 @@
-"""Admission control, in one place: a bound on chat requests in flight, refused early with 429.
+"""Admission control, in one place: every chat request passes `Admission.acquire` before any work.
 
-A refused request costs no retrieval, rails or engine work. The slot is held until the response
-is fully sent (or the client left), including for streams. Bounds on the engine's own waiting
-queue and per-tenant fairness are left to the load-handling work.
+Refused there, with nothing retrieved, checked or generated:
+- while the server drains after SIGTERM: 503 with Retry-After (clients go to another replica);
+- past `RIPPLE_MAX_CONCURRENT_REQUESTS` requests in flight: 429 with Retry-After;
+- past `RIPPLE_MAX_WAITING_REQUESTS` admitted requests that have no token yet: 429 with Retry-After.
+
+The first bound caps memory: an admitted request holds its `Ticket` until its response is sent or
+the client left, streams included. The second is the queue in front of the engine (retrieval, rails,
+the engine's own waiting queue and prefill): it is counted from admission, so a burst cannot slip
+past it before the engine has seen it, and it keeps admitted requests' time to first token bounded
+when the engine falls behind. Nothing else queues.
 """
 
 from __future__ import annotations
@@ -10,40 +17,74 @@ from __future__ import annotations
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from runtime.errors import OverloadedError
+from runtime.errors import NotReadyError, OverloadedError
 from runtime.metrics import Metrics
 
 
+class Ticket:
+    """One admitted request. `started()` when its first token is out; `release()` when it is over (idempotent)."""
+
+    def __init__(self, admission: Admission) -> None:
+        self._admission = admission
+        self._waiting = True
+        self._held = True
+
+    def started(self) -> None:
+        if self._waiting:
+            self._waiting = False
+            self._admission._change(waiting=-1)
+
+    def release(self) -> None:
+        if self._held:
+            self.started()
+            self._held = False
+            self._admission._change(in_flight=-1)
+
+
 class Admission:
-    def __init__(self, limit: int, metrics: Metrics) -> None:
+    def __init__(self, limit: int, waiting_limit: int, metrics: Metrics) -> None:
         self.limit = limit
+        self.waiting_limit = waiting_limit
         self.in_flight = 0
+        self.waiting = 0
+        self.draining = False
         self._metrics = metrics
 
-    def acquire(self) -> None:
+    def acquire(self) -> Ticket:
+        if self.draining:
+            self._metrics.rejected.labels("draining").inc()
+            raise NotReadyError("this server is shutting down and takes no new requests: retry on another replica")
         if self.in_flight >= self.limit:
             self._metrics.rejected.labels("in_flight").inc()
             raise OverloadedError(
                 f"{self.in_flight} requests are in flight, the limit is {self.limit} "
                 "(RIPPLE_MAX_CONCURRENT_REQUESTS): retry after the Retry-After delay"
             )
-        self.in_flight += 1
-        self._metrics.in_flight.set(self.in_flight)
+        if self.waiting >= self.waiting_limit:
+            self._metrics.rejected.labels("waiting").inc()
+            raise OverloadedError(
+                f"{self.waiting} requests are waiting for their first token, the limit is {self.waiting_limit} "
+                "(RIPPLE_MAX_WAITING_REQUESTS): retry after the Retry-After delay"
+            )
+        self._change(in_flight=1, waiting=1)
+        return Ticket(self)
 
-    def release(self) -> None:
-        self.in_flight -= 1
+    def _change(self, *, in_flight: int = 0, waiting: int = 0) -> None:
+        self.in_flight += in_flight
+        self.waiting += waiting
         self._metrics.in_flight.set(self.in_flight)
+        self._metrics.waiting.set(self.waiting)
 
 
 class SlotStreamingResponse(StreamingResponse):
-    """A stream that gives its admission slot back however it ends, even if it never started."""
+    """A stream that gives its admission ticket back however it ends, even if it never started."""
 
-    def __init__(self, *args: object, admission: Admission, **kwargs: object) -> None:
+    def __init__(self, *args: object, ticket: Ticket, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self._admission = admission
+        self._ticket = ticket
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
-            self._admission.release()
+            self._ticket.release()

@@ -8,10 +8,11 @@ closes the generation in `finally`, which aborts the engine request when the cli
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import aclosing
 from typing import Annotated, Any
 
@@ -20,9 +21,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from runtime import sse
-from runtime.admission import Admission, SlotStreamingResponse
+from runtime.admission import Admission, SlotStreamingResponse, Ticket
 from runtime.chat import ChatService, FinishEvent, TextEvent
-from runtime.errors import BadRequestError, DeadlineError, RippleError
+from runtime.errors import BadRequestError, ClientClosedError, DeadlineError, RippleError
 from runtime.schemas import ChatCompletionRequest, Citation, RetrieveRequest, chunk_payload
 
 logger = logging.getLogger(__name__)
@@ -71,34 +72,86 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, servic
             "send fewer, older turns summarised or dropped",
             param="messages",
         )
+    timeout = _timeout(request, service)
     admission: Admission = request.app.state.admission
-    admission.acquire()
+    ticket = admission.acquire()
     try:
-        return await _answer(body, service, admission, arrived)
+        # Until a stream starts (and for the whole of a non-streamed answer) a client that leaves cancels
+        # the work: retrieval, rails and generation. Once streaming, the response itself notices.
+        return await _until_disconnect(request, _answer(body, service, ticket, arrived, timeout))
+    except ClientClosedError:
+        service.metrics.requests.labels("cancelled").inc()
+        service.metrics.cancelled.inc()
+        ticket.release()
+        raise
     except BaseException:
         service.metrics.requests.labels("error").inc()
-        admission.release()
+        ticket.release()
         raise
 
 
-def _deadline_error(service: ChatService) -> DeadlineError:
+def _timeout(request: Request, service: ChatService) -> float:
+    """The request's deadline in seconds: the server's, or less when the client asks (X-Request-Timeout)."""
+    limit = service.settings.request_timeout_s
+    asked = request.headers.get("x-request-timeout")
+    if asked is None:
+        return limit
+    try:
+        seconds = float(asked)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):
+        raise BadRequestError(
+            f"X-Request-Timeout must be a number of seconds above 0, not {asked!r}", param="X-Request-Timeout"
+        )
+    return min(seconds, limit)
+
+
+async def _until_disconnect(request: Request, work: Awaitable[Response]) -> Response:
+    """Run `work`; if the client disconnects first, cancel it and raise `ClientClosedError`."""
+    task = asyncio.ensure_future(work)
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        task.cancel()
+        raise
+    finally:
+        watcher.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    logger.info("client left before the answer; its work was cancelled")
+    raise ClientClosedError("the client closed the connection")
+
+
+def _deadline_error(service: ChatService, timeout: float) -> DeadlineError:
     service.metrics.deadline_exceeded.inc()
     return DeadlineError(
-        f"the request took longer than its {service.settings.request_timeout_s:g} s deadline "
-        "(RIPPLE_REQUEST_TIMEOUT_S); generation was stopped. Ask for fewer max_tokens or raise the deadline"
+        f"the request took longer than its {timeout:g} s deadline (RIPPLE_REQUEST_TIMEOUT_S or "
+        "X-Request-Timeout); generation was stopped. Ask for fewer max_tokens or allow more time"
     )
 
 
-async def _answer(body: ChatCompletionRequest, service: ChatService, admission: Admission, arrived: float) -> Response:
+async def _answer(
+    body: ChatCompletionRequest, service: ChatService, ticket: Ticket, arrived: float, timeout: float
+) -> Response:
     request_id = uuid.uuid4().hex
     logger.info("chat completion %s (stream=%s)", request_id, body.stream)
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + service.settings.request_timeout_s - (time.perf_counter() - arrived)
+    deadline = loop.time() + timeout - (time.perf_counter() - arrived)
     try:
         async with asyncio.timeout_at(deadline):
             prepared = await service.prepare(body)
     except TimeoutError:
-        raise _deadline_error(service) from None
+        raise _deadline_error(service, timeout) from None
     completion_id, created, model = f"chatcmpl-{request_id}", int(time.time()), service.generator.model_id
     events = service.events(prepared, request_id, stream=body.stream)
     if not body.stream:
@@ -107,15 +160,16 @@ async def _answer(body: ChatCompletionRequest, service: ChatService, admission: 
                 text, finish = [], None
                 async for ev in stream:
                     if isinstance(ev, TextEvent):
+                        ticket.started()
                         text.append(ev.text)
                     else:
                         finish = ev
         except TimeoutError:
-            raise _deadline_error(service) from None
+            raise _deadline_error(service, timeout) from None
         assert finish is not None
         service.metrics.request_seconds.observe(time.perf_counter() - arrived)
         service.metrics.requests.labels("ok").inc()
-        admission.release()
+        ticket.release()
         return JSONResponse(
             {
                 "id": completion_id,
@@ -149,12 +203,13 @@ async def _answer(body: ChatCompletionRequest, service: ChatService, admission: 
                     except StopAsyncIteration:
                         break
                     except TimeoutError:
-                        raise _deadline_error(service) from None
+                        raise _deadline_error(service, timeout) from None
                     if isinstance(ev, TextEvent):
                         # The first chunk carries the role and the first text: no early role-only chunk.
                         delta = {"role": "assistant", "content": ev.text} if first else {"content": ev.text}
                         if first:
                             service.metrics.ttft_seconds.observe(time.perf_counter() - arrived)
+                            ticket.started()
                             first = False
                         yield sse.event(
                             chunk_payload(
@@ -206,7 +261,7 @@ async def _answer(body: ChatCompletionRequest, service: ChatService, admission: 
 
     return SlotStreamingResponse(
         frames(),
-        admission=admission,
+        ticket=ticket,
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -43,9 +43,11 @@ def create_app(settings: Settings, *, components: Components | None = None) -> F
             await jobs.start()
             stack.push_async_callback(jobs.close)
             app.state.settings, app.state.indexer, app.state.jobs = settings, indexer, jobs
-            app.state.admission = Admission(settings.max_concurrent_requests, metrics)
+            app.state.admission = Admission(settings.max_concurrent_requests, settings.max_waiting_requests, metrics)
+            app.state.metrics = metrics
             app.state.service = ChatService(settings, parts.generator, parts.retriever, parts.guard, metrics)
             app.state.readiness = lambda: {
+                "accepting": not app.state.admission.draining,
                 "engine": parts.generator.ready,
                 "store": parts.store.ready,
                 "rails": parts.guard.ready if parts.guard is not None else True,

@@ -10,7 +10,6 @@ import asyncio
 import json
 import logging
 import os
-import signal
 import sys
 import time
 from contextlib import AsyncExitStack, aclosing
@@ -294,17 +293,11 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port [RIPPLE_PORT, default 8000].")] = None,
 ) -> None:
     """Serve the OpenAI-compatible API (POST /v1/chat/completions) with retrieval and rails."""
-    import uvicorn
-
     from runtime.app import create_app
+    from runtime.server import serve as run_server
 
     settings = _settings(host=host, port=port)
-    # uvicorn drains on SIGTERM, then re-raises the signal with the previous handler in place; a
-    # handler that does nothing makes a completed drain exit 0, as process supervisors expect.
-    signal.signal(signal.SIGTERM, lambda *_: None)
-    uvicorn.run(
-        create_app(settings), host=settings.host, port=settings.port, log_config=None, timeout_graceful_shutdown=10
-    )
+    run_server(create_app(settings), settings)
 
 
 @app.command()

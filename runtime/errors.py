@@ -8,9 +8,11 @@
     ├── ModelNotFoundError          404  the `model` is not the one served
     ├── ConflictError               409  the request clashes with what is stored
     ├── PayloadTooLargeError        413  an upload over the limit
+    ├── ClientClosedError           499  the client left before the answer (nothing is sent)
     ├── OverloadedError             429  admission refused (has Retry-After)
     ├── UpstreamError               502  the remote generator failed
-    └── NotReadyError               503  engine, store or rails not ready (has Retry-After)
+    └── NotReadyError               503  engine, store or rails not ready, or draining (has Retry-After)
+        └── EngineFailedError       503  the engine died under a request
 
 A guardrail refusal is not here: it is a normal answer with `finish_reason: "content_filter"`.
 The HTTP mapping lives in `runtime.api.handlers`; this module imports nothing of ours.
@@ -94,3 +96,12 @@ class NotReadyError(RippleError):
     status_code = 503
     error_type = "not_ready"
     retry_after = 5
+
+
+class EngineFailedError(NotReadyError):
+    error_type = "engine_failed"
+
+
+class ClientClosedError(RippleError):
+    status_code = 499
+    error_type = "client_closed_request"

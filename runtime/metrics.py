@@ -45,6 +45,13 @@ class Metrics:
             "ripple_engine_unfinished_requests", "Requests the engine holds (running + waiting)", registry=r
         )
 
+        self.waiting = Gauge(
+            "ripple_requests_waiting",
+            "Admitted chat requests with no token yet (retrieval, rails, engine queue, prefill)",
+            registry=r,
+        )
+        self.draining = Gauge("ripple_draining", "1 after SIGTERM while open requests finish", registry=r)
+
     def watch_engine(self, unfinished: Callable[[], int | None]) -> None:
         self.engine_unfinished.set_function(lambda: float(unfinished() or 0))
 

@@ -37,6 +37,17 @@ class Settings(BaseSettings):
     max_concurrent_requests: int = Field(
         64, ge=1, description="Chat requests in flight at once; more get 429 with Retry-After before any work."
     )
+    max_waiting_requests: int = Field(
+        16,
+        ge=1,
+        description="Admitted chat requests that have no token yet (in retrieval, rails, the engine's queue or "
+        "prefill); past it, 429 with Retry-After before any work. Bounds the queue in front of the engine.",
+    )
+    drain_timeout_s: float = Field(
+        30.0,
+        ge=0,
+        description="On SIGTERM: how long open requests may run to completion while new ones get 503; then exit.",
+    )
     max_request_kb: int = Field(
         1024, ge=1, description="Largest request body, in KiB, except uploads (RIPPLE_MAX_UPLOAD_MB); larger: 413."
     )

@@ -14,7 +14,7 @@ import os
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
-from runtime.errors import BadRequestError, NotReadyError
+from runtime.errors import BadRequestError, EngineFailedError, NotReadyError
 from runtime.generation import Delta, Message, SamplingOptions
 
 logger = logging.getLogger(__name__)
@@ -91,6 +91,7 @@ class VllmGenerator:
     ) -> AsyncGenerator[Delta, None]:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
+        from vllm.v1.engine.exceptions import EngineDeadError
 
         if not self.ready:
             raise NotReadyError("the vLLM engine is not running")
@@ -135,9 +136,14 @@ class VllmGenerator:
                     prompt_tokens=prompt_tokens,
                     completion_tokens=completion_tokens,
                 )
+        except EngineDeadError as exc:
+            logger.error("the vLLM engine died; /ready now answers 503")
+            raise EngineFailedError(
+                "the engine stopped while generating this answer; the server is not ready until it is restarted"
+            ) from exc
         except ValueError as exc:  # vLLM's input validation (e.g. prompt longer than the context)
             raise BadRequestError(str(exc)) from exc
         finally:
-            if not finished and self._engine is not None:
+            if not finished and self._engine is not None and not self._engine.errored:
                 # Shielded: a cancelled client must not cancel the abort that frees its engine slot.
                 await asyncio.shield(self._engine.abort(request_id))

@@ -84,11 +84,21 @@ class Server:
                 return float(line.rsplit(" ", 1)[1])
         raise AssertionError(f"metric {name} not found")
 
+    def metric_total(self, name: str, label: str = "") -> float:
+        """The sum of `name` over its label sets (those containing `label`, e.g. 'reason="waiting"'); 0 if none."""
+        total = 0.0
+        for line in httpx.get(f"{self.base_url}/metrics").text.splitlines():
+            if (line.startswith(name + " ") or line.startswith(name + "{")) and label in line:
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     work = tmp_path_factory.mktemp("ripple")
-    env = ripple_env(work / "qdrant")
+    # Small admission bounds, so the tests of load handling reach them with a few requests; every other
+    # test sends one request at a time.
+    env = ripple_env(work / "qdrant", RIPPLE_MAX_CONCURRENT_REQUESTS="4", RIPPLE_MAX_WAITING_REQUESTS="2")
     run_ripple("index", str(CORPUS), env=env)
     port = free_port()
     log = work / "serve.log"
@@ -111,3 +121,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     yield Server(base, proc, log)
     proc.terminate()
     assert proc.wait(timeout=60) == 0, f"ripple serve did not exit cleanly:\n{log.read_text()[-3000:]}"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `kills_engine` end the session's one engine, so they run after every other test."""
+    items.sort(key=lambda item: item.get_closest_marker("kills_engine") is not None)

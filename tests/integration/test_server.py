@@ -103,7 +103,7 @@ def test_retrieve_models_ready_and_metrics(server: Server) -> None:
     assert hits[0]["source"].endswith("gardening.md")
     assert httpx.get(f"{server.base_url}/v1/models").json()["data"][0]["id"] == "ripple"
     ready = httpx.get(f"{server.base_url}/ready").json()
-    assert ready == {"ready": True, "engine": True, "store": True, "rails": True}
+    assert ready == {"ready": True, "accepting": True, "engine": True, "store": True, "rails": True}
     metrics = httpx.get(f"{server.base_url}/metrics").text
     for name in (
         "ripple_retrieval_seconds_count",

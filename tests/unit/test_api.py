@@ -197,12 +197,12 @@ def test_past_the_in_flight_limit_requests_get_429_before_any_work(settings, com
 
     limited = settings.model_copy(update={"max_concurrent_requests": 1})
     with TestClient(create_app(limited, components=components)) as c:
-        c.app.state.admission.acquire()  # one request already in flight
+        held = c.app.state.admission.acquire()  # one request already in flight
         r = c.post("/v1/chat/completions", json={"messages": [QUESTION]})
         assert r.status_code == 429 and r.headers["retry-after"] == "1"
         assert "RIPPLE_MAX_CONCURRENT_REQUESTS" in r.json()["error"]["message"]
         assert components.generator.calls == []  # type: ignore[attr-defined]
-        c.app.state.admission.release()
+        held.release()
         assert c.post("/v1/chat/completions", json={"messages": [QUESTION]}).status_code == 200
         with c.stream("POST", "/v1/chat/completions", json={"messages": [QUESTION], "stream": True}) as s:
             list(s.iter_lines())
@@ -269,3 +269,96 @@ def test_oversized_bodies_and_too_many_messages_are_refused_before_any_work(sett
         assert r.status_code == 400 and "RIPPLE_MAX_MESSAGES" in r.json()["error"]["message"]
         assert components.generator.calls == []  # type: ignore[attr-defined]
         assert c.post("/v1/chat/completions", json={"messages": [QUESTION]}).status_code == 200
+
+
+def test_past_the_waiting_bound_requests_get_429_before_any_work(settings, components) -> None:  # type: ignore[no-untyped-def]
+    from runtime.app import create_app
+
+    bounded = settings.model_copy(update={"max_waiting_requests": 2})
+    with TestClient(create_app(bounded, components=components)) as c:
+        admission = c.app.state.admission
+        first, second = admission.acquire(), admission.acquire()  # two admitted, no token yet
+        r = c.post("/v1/chat/completions", json={"messages": [QUESTION]})
+        assert r.status_code == 429 and r.headers["retry-after"] == "1"
+        assert "RIPPLE_MAX_WAITING_REQUESTS" in r.json()["error"]["message"]
+        assert components.generator.calls == []  # type: ignore[attr-defined]
+        metrics = c.get("/metrics").text
+        assert 'ripple_rejected_total{reason="waiting"} 1.0' in metrics
+        assert "ripple_requests_waiting 2.0" in metrics
+        first.started()  # its first token is out: it streams, and no longer counts as waiting
+        assert c.post("/v1/chat/completions", json={"messages": [QUESTION]}).status_code == 200
+        first.release()
+        second.release()
+        second.release()  # idempotent
+        assert (admission.in_flight, admission.waiting) == (0, 0)
+
+
+def test_a_draining_server_is_not_ready_and_refuses_new_requests_with_503(client: TestClient) -> None:
+    client.app.state.admission.draining = True  # type: ignore[attr-defined]
+    ready = client.get("/ready")
+    assert ready.status_code == 503 and ready.json()["accepting"] is False
+    r = client.post("/v1/chat/completions", json={"messages": [QUESTION]})
+    assert r.status_code == 503 and r.headers["retry-after"]
+    assert "shutting down" in r.json()["error"]["message"]
+    assert 'ripple_rejected_total{reason="draining"} 1.0' in client.get("/metrics").text
+
+
+def test_a_client_may_shorten_its_deadline_but_not_lengthen_it(settings, components) -> None:  # type: ignore[no-untyped-def]
+    from runtime.app import create_app
+
+    components.generator.delay = 0.2  # type: ignore[attr-defined]  # 9 words: about 1.8 s in all
+    with TestClient(create_app(settings, components=components)) as c:
+        import asyncio
+
+        asyncio.run(Indexer(components.embedder, components.store).run([CORPUS]))
+        r = c.post("/v1/chat/completions", json={"messages": [QUESTION]}, headers={"X-Request-Timeout": "0.3"})
+        assert r.status_code == 504 and "0.3 s deadline" in r.json()["error"]["message"]
+        for bad in ("0", "-1", "soon", "nan", "inf"):
+            r = c.post("/v1/chat/completions", json={"messages": [QUESTION]}, headers={"X-Request-Timeout": bad})
+            assert r.status_code == 400 and "X-Request-Timeout" in r.json()["error"]["message"], bad
+        r = c.post("/v1/chat/completions", json={"messages": [QUESTION]}, headers={"X-Request-Timeout": "1e9"})
+        assert r.status_code == 200, "a longer deadline than the server's is capped, not refused"
+
+
+def test_a_client_that_leaves_before_the_stream_cancels_retrieval_and_rails() -> None:
+    import asyncio
+
+    from starlette.requests import Request
+
+    from runtime.api import _until_disconnect
+    from runtime.errors import ClientClosedError
+
+    async def scenario() -> tuple[bool, bool]:
+        messages = [{"type": "http.request", "body": b"{}", "more_body": False}]
+        gone = asyncio.Event()
+
+        async def receive():  # type: ignore[no-untyped-def]
+            if messages:
+                return messages.pop()
+            await gone.wait()
+            return {"type": "http.disconnect"}
+
+        request = Request({"type": "http", "method": "POST", "headers": []}, receive)
+        await request.body()  # the route has read the body, as FastAPI does
+        started, cancelled = asyncio.Event(), False
+
+        async def slow_work():  # type: ignore[no-untyped-def]  # stands for retrieval + rails still running
+            nonlocal cancelled
+            started.set()
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                cancelled = True
+                raise
+
+        work = asyncio.ensure_future(_until_disconnect(request, slow_work()))
+        await started.wait()
+        gone.set()
+        try:
+            await asyncio.wait_for(work, 2)
+        except ClientClosedError:
+            return True, cancelled
+        return False, cancelled
+
+    raised, cancelled = asyncio.run(scenario())
+    assert raised and cancelled

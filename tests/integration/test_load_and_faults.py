@@ -1,0 +1,247 @@
+"""Load and faults against the real server process: admission bounds, limits, deadlines, cancellation,
+graceful drain and engine death. The session's server runs with 4 requests in flight and 2 waiting
+for their first token (see conftest)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests.integration.conftest import CORPUS, RIPPLE, Server, free_port, ripple_env, run_ripple
+from tests.sse_client import parse_events
+
+QUESTION = "Who designed the Zorblax protocol?"
+LONG = {"stream": True, "max_tokens": 400, "ignore_eos": True}
+
+
+def chat(question: str = QUESTION, **extra: object) -> dict[str, object]:
+    return {"messages": [{"role": "user", "content": question}], **extra}
+
+
+def wait_for(condition: object, seconds: float, what: str) -> float:
+    """Poll `condition()` until true; return how long it took, or fail saying `what` did not happen."""
+    start = time.monotonic()
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() - start < seconds, f"{what} did not happen within {seconds} s"
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
+def next_frame(lines: Iterator[str]) -> str:
+    """The next SSE line that carries something (frames are separated by blank lines)."""
+    return next(line for line in lines if line)
+
+
+def open_stream(stack: ExitStack, server: Server, body: dict[str, object]) -> Iterator[str]:
+    """Start a stream and read its first frame (so the request is past its first token). Keep the
+    returned iterator: when it is garbage-collected, httpx closes the stream."""
+    response = stack.enter_context(
+        httpx.stream("POST", f"{server.base_url}/v1/chat/completions", json=body, timeout=120)
+    )
+    assert response.status_code == 200, response.read()
+    lines = response.iter_lines()
+    assert next(lines).startswith("data: ")
+    return lines
+
+
+def test_bounds_refuse_with_429_before_any_retrieval_or_engine_work(server: Server) -> None:
+    # A burst of 6 arrives at once: 2 may wait for a first token (RIPPLE_MAX_WAITING_REQUESTS=2), the
+    # other 4 are refused at the door. A long prompt keeps the admitted ones in prefill meanwhile.
+    question = QUESTION + " Background: " + "the protocol was drafted in a long meeting. " * 150
+    retrievals = server.metric_total("ripple_retrieval_seconds_count")
+    refused_waiting = server.metric_total("ripple_rejected_total", 'reason="waiting"')
+    barrier = threading.Barrier(6)
+    statuses: list[int] = []
+    retry_after: list[str | None] = []
+
+    def one() -> None:
+        barrier.wait()
+        r = httpx.post(f"{server.base_url}/v1/chat/completions", json=chat(question, max_tokens=4), timeout=300)
+        statuses.append(r.status_code)
+        retry_after.append(r.headers.get("retry-after"))
+
+    threads = [threading.Thread(target=one) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(statuses) == [200, 200, 429, 429, 429, 429], statuses
+    assert all(ra for s, ra in zip(statuses, retry_after, strict=True) if s == 429), "429s carry Retry-After"
+    assert server.metric_total("ripple_rejected_total", 'reason="waiting"') - refused_waiting == 4
+    assert server.metric_total("ripple_retrieval_seconds_count") - retrievals == 2, "refused requests retrieved"
+
+    # Four streams past their first token fill RIPPLE_MAX_CONCURRENT_REQUESTS=4; a fifth is refused.
+    with ExitStack() as stack:
+        streams = [open_stream(stack, server, chat(**LONG)) for _ in range(4)]
+        assert server.metric("ripple_requests_in_flight") == 4
+        r = httpx.post(f"{server.base_url}/v1/chat/completions", json=chat(), timeout=30)
+        assert r.status_code == 429 and r.headers["retry-after"], r.text
+        assert "RIPPLE_MAX_CONCURRENT_REQUESTS" in r.json()["error"]["message"]
+        assert all(next_frame(s).startswith("data: ") for s in streams), "the admitted streams go on"
+    wait_for(lambda: server.metric("ripple_engine_unfinished_requests") == 0, 5, "the engine emptying")
+    assert server.metric("ripple_requests_in_flight") == 0 and server.metric("ripple_requests_waiting") == 0
+
+
+def test_hostile_requests_are_refused_in_words_with_the_engine_untouched(server: Server) -> None:
+    prompts = server.metric_total("vllm:prompt_tokens_total")
+    retrievals = server.metric_total("ripple_retrieval_seconds_count")
+    cases: list[tuple[dict[str, object] | bytes, int, str]] = [
+        (b'{"messages": [{"role": "user", "content": "' + b"x" * (1100 * 1024) + b'"}]}', 413, "RIPPLE_MAX_REQUEST_KB"),
+        ({"messages": [{"role": "user", "content": "hi"}] * 257}, 400, "RIPPLE_MAX_MESSAGES"),
+        (chat(max_tokens=5000), 400, "max_tokens"),
+        (chat(n=2), 400, "n must be 1"),
+        (chat(logprobs=True), 400, "logprobs"),
+        (chat(logit_bias={"42": 5}), 400, "logit_bias"),
+        (chat(chat_template="{{ messages }}"), 400, "chat_template"),
+        (chat(chat_template_kwargs={"enable_thinking": True}), 400, "chat_template_kwargs"),
+        (chat(tools=[]), 400, "tools"),
+        (b'{"messages": [', 400, "invalid request"),
+    ]
+    timings = []
+    for body, status, words in cases:
+        started = time.perf_counter()
+        if isinstance(body, bytes):
+            r = httpx.post(
+                f"{server.base_url}/v1/chat/completions",
+                content=body,
+                headers={"content-type": "application/json"},
+                timeout=30,
+            )
+        else:
+            r = httpx.post(f"{server.base_url}/v1/chat/completions", json=body, timeout=30)
+        timings.append(time.perf_counter() - started)
+        assert r.status_code == status and words in r.json()["error"]["message"], (words, r.status_code, r.text)
+    assert server.metric_total("vllm:prompt_tokens_total") == prompts, "a refused request reached the engine"
+    assert server.metric_total("ripple_retrieval_seconds_count") == retrievals, "a refused request was retrieved for"
+    print(f"refusals: slowest {max(timings) * 1000:.1f} ms, median {sorted(timings)[len(timings) // 2] * 1000:.1f} ms")
+
+    # The prompt-token limit needs the retrieved sources to be counted, but still never reaches the engine.
+    r = httpx.post(f"{server.base_url}/v1/chat/completions", json=chat("hi " * 5000, max_tokens=1000), timeout=60)
+    assert r.status_code == 400 and "prompt tokens" in r.json()["error"]["message"], r.text
+    assert server.metric_total("vllm:prompt_tokens_total") == prompts
+
+
+def test_a_deadline_gives_504_or_an_error_event_and_frees_the_engine(server: Server) -> None:
+    exceeded = server.metric("ripple_deadline_exceeded_total")
+    slow = chat(max_tokens=400, ignore_eos=True)
+    r = httpx.post(
+        f"{server.base_url}/v1/chat/completions", json=slow, headers={"X-Request-Timeout": "1.5"}, timeout=60
+    )
+    assert r.status_code == 504 and "deadline" in r.json()["error"]["message"], r.text
+    with httpx.stream(
+        "POST",
+        f"{server.base_url}/v1/chat/completions",
+        json={**slow, "stream": True},
+        headers={"X-Request-Timeout": "1.5"},
+        timeout=60,
+    ) as s:
+        events, done = parse_events(s.iter_lines())
+    assert done and events[-1]["error"]["type"] == "timeout", events[-1:]
+    assert server.metric("ripple_deadline_exceeded_total") - exceeded == 2
+    wait_for(lambda: server.metric("ripple_engine_unfinished_requests") == 0, 2, "the engine freeing both requests")
+
+
+def test_a_client_that_leaves_a_non_streamed_answer_stops_its_generation(server: Server) -> None:
+    cancelled = server.metric("ripple_cancelled_total")
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{server.base_url}/v1/chat/completions", json=chat(max_tokens=400, ignore_eos=True), timeout=1.5)
+    took = wait_for(lambda: server.metric("ripple_engine_unfinished_requests") == 0, 2, "the engine aborting")
+    wait_for(lambda: server.metric("ripple_cancelled_total") > cancelled, 2, "the cancellation being counted")
+    print(f"engine freed {took:.2f} s after the client left")
+
+
+def test_cut_streams_leave_the_engine_at_its_baseline(server: Server) -> None:
+    """Streams cut right after their first token, in waves of 4 (the in-flight bound): the engine's
+    running count is back to 0 within 2 s of the last cut."""
+    for _ in range(5):
+        with ExitStack() as stack:
+            streams = [open_stream(stack, server, chat(**LONG)) for _ in range(4)]
+            assert server.metric("ripple_engine_unfinished_requests") == 4, "the 4 streams are in the engine"
+            del streams
+    took = wait_for(lambda: server.metric("ripple_engine_unfinished_requests") == 0, 2, "the engine emptying")
+    print(f"engine back to baseline {took:.2f} s after 20 cut streams")
+
+
+@pytest.fixture
+def front(server: Server, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
+    """A second Ripple process that generates through the session's server as its OpenAI upstream (no
+    second engine): the process the drain test sends SIGTERM to."""
+    env = ripple_env(
+        tmp_path / "qdrant",
+        RIPPLE_UPSTREAM_URLS=f"{server.base_url}/v1",
+        RIPPLE_MODEL="ripple",
+        RIPPLE_DRAIN_TIMEOUT_S="60",
+    )
+    run_ripple("index", str(CORPUS), env=env)
+    port, log = free_port(), tmp_path / "front.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([RIPPLE, "serve", "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        try:
+            return httpx.get(f"{base}/ready", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(up, 180, "the front server starting")
+    yield base, proc, log
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def test_sigterm_drains_open_streams_refuses_new_requests_and_exits_0(
+    front: tuple[str, subprocess.Popen[bytes], Path],
+) -> None:
+    base, proc, log = front
+    body = chat(stream=True, max_tokens=48, ignore_eos=True)
+    with httpx.stream("POST", f"{base}/v1/chat/completions", json=body, timeout=120) as s:
+        lines = s.iter_lines()
+        assert next(lines).startswith("data: ")
+        proc.send_signal(signal.SIGTERM)
+        wait_for(lambda: httpx.get(f"{base}/ready", timeout=5).status_code == 503, 2, "/ready turning 503")
+        refused = httpx.post(f"{base}/v1/chat/completions", json=chat(), timeout=30)
+        assert refused.status_code == 503 and refused.headers["retry-after"], refused.text
+        assert "shutting down" in refused.json()["error"]["message"]
+        events, done = parse_events(lines)
+    assert done, "the open stream ran to its end"
+    assert [e["choices"][0]["finish_reason"] for e in events if e.get("choices")][-1] == "length"
+    assert proc.wait(timeout=30) == 0, log.read_text()[-3000:]
+    assert "drained" in log.read_text()
+
+
+def engine_core(server: Server) -> psutil.Process:
+    children = psutil.Process(server.process.pid).children(recursive=True)
+    cores = [p for p in children if "EngineCore" in p.name() or "EngineCore" in " ".join(p.cmdline())]
+    assert cores, f"no EngineCore process among {[p.name() for p in children]}"
+    return cores[0]
+
+
+@pytest.mark.kills_engine
+def test_engine_death_fails_open_streams_in_words_and_turns_ready_503(server: Server) -> None:
+    core = engine_core(server)
+    with httpx.stream("POST", f"{server.base_url}/v1/chat/completions", json=chat(**LONG), timeout=60) as s:
+        lines = s.iter_lines()
+        assert next(lines).startswith("data: ")
+        killed = time.monotonic()
+        os.kill(core.pid, signal.SIGKILL)
+        events, done = parse_events(lines)  # must end, not hang (the client timeout would fail it)
+    ended = time.monotonic() - killed
+    assert done and events[-1]["error"]["code"] == 503, events[-1:]
+    took = wait_for(lambda: httpx.get(f"{server.base_url}/ready").status_code == 503, 5, "/ready turning 503")
+    assert httpx.get(f"{server.base_url}/ready").json()["engine"] is False
+    r = httpx.post(f"{server.base_url}/v1/chat/completions", json=chat(), timeout=30)
+    assert r.status_code == 503 and r.headers["retry-after"], r.text
+    print(f"stream ended {ended:.2f} s after the kill; /ready 503 after {took:.2f} s more")
