@@ -51,6 +51,7 @@ def free_port() -> int:
 class Served:
     base_url: str
     start_seconds: float
+    pid: int = 0
 
 
 @contextmanager
@@ -75,7 +76,7 @@ def served_process(
             if time.perf_counter() - started > timeout:
                 raise RuntimeError(f"{name} not ready after {timeout}s; see {log}")
             time.sleep(0.5)
-        yield Served(base, time.perf_counter() - started)
+        yield Served(base, time.perf_counter() - started, proc.pid)
     finally:
         proc.terminate()
         proc.wait(timeout=60)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import sys
 import time
@@ -245,8 +244,6 @@ def eval_guards(
     from guards.nemo import NemoGuard
 
     settings = _settings()
-    # NeMo logs every event of every check at INFO: thousands of lines that would bury the table.
-    logging.getLogger("nemoguardrails").setLevel(logging.WARNING)
     try:
         data = load_labelled(dataset, text_column, label_column)
     except (ValueError, KeyError) as exc:

@@ -100,6 +100,8 @@ def build_generator(settings: Settings) -> Generator:
             served_name=settings.served_model_name,
             model=settings.model,
             api_key=settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else None,
+            timeout=settings.upstream_timeout_s,
+            max_retries=settings.upstream_retries,
         )
     from runtime.vllm_generator import VllmGenerator
 

@@ -77,6 +77,18 @@ class Settings(BaseSettings):
         description="OpenAI-compatible base URLs (e.g. a vLLM pool); when set, no in-process engine is started.",
     )
     upstream_api_key: SecretStr | None = None
+    upstream_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="Upstream mode: the longest wait for a connection or for the next bytes of an answer; a stream "
+        "that stalls longer ends with an error event.",
+    )
+    upstream_retries: int = Field(
+        2,
+        ge=0,
+        description="Upstream mode: retries of a failed connection, timeout, 429 or 5xx, only before the stream "
+        "starts (never after text was sent).",
+    )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto",
         description="auto: bfloat16 on CPUs with native bf16 (AVX512-BF16/AMX), else float32; GPUs: the model's.",

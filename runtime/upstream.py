@@ -2,8 +2,10 @@
 
 For deployments that scale vLLM separately from Ripple. Requests go round-robin over the
 configured base URLs (put a real load balancer in front for anything smarter). The official
-`openai` client does the HTTP, SSE parsing and its retries, which happen only before the stream
-starts, so a retry never duplicates streamed text. Closing the iterator closes the HTTP stream,
+`openai` client does the HTTP, SSE parsing and its retries (connection failures, timeouts, 429 and
+5xx, `RIPPLE_UPSTREAM_RETRIES` times with backoff), which happen only before the stream starts, so a
+retry never duplicates streamed text. A stream that stalls past `RIPPLE_UPSTREAM_TIMEOUT_S` or breaks
+off is reported (`UpstreamError`), not retried. Closing the iterator closes the HTTP stream,
 which makes vLLM abort the request. Prompt token counts are unknown before the upstream answers.
 """
 
@@ -93,6 +95,7 @@ class OpenAIUpstreamGenerator:
     async def generate(
         self, request_id: str, messages: Sequence[Message], options: SamplingOptions
     ) -> AsyncGenerator[Delta, None]:
+        import httpx
         import openai
 
         if not self._ready:
@@ -151,7 +154,7 @@ class OpenAIUpstreamGenerator:
                     yield Delta(text=text, completion_tokens=completion_tokens)
             # A server that ignores include_usage ends without a usage chunk.
             yield Delta(text="", finish_reason=finish or "stop", completion_tokens=completion_tokens)
-        except openai.OpenAIError as exc:
-            raise UpstreamError(f"the upstream stream broke: {exc}") from exc
+        except (openai.OpenAIError, httpx.HTTPError) as exc:  # httpx's own errors arrive unwrapped mid-stream
+            raise UpstreamError(f"the upstream stream broke off: {exc!r}") from exc
         finally:
             await stream.close()

@@ -4,18 +4,24 @@ for their first token (see conftest)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack
+from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
 import psutil
 import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
 
 from tests.integration.conftest import CORPUS, RIPPLE, Server, free_port, ripple_env, run_ripple
 from tests.sse_client import parse_events
@@ -172,16 +178,12 @@ def test_cut_streams_leave_the_engine_at_its_baseline(server: Server) -> None:
     print(f"engine back to baseline {took:.2f} s after 20 cut streams")
 
 
-@pytest.fixture
-def front(server: Server, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
-    """A second Ripple process that generates through the session's server as its OpenAI upstream (no
-    second engine): the process the drain test sends SIGTERM to."""
-    env = ripple_env(
-        tmp_path / "qdrant",
-        RIPPLE_UPSTREAM_URLS=f"{server.base_url}/v1",
-        RIPPLE_MODEL="ripple",
-        RIPPLE_DRAIN_TIMEOUT_S="60",
-    )
+@contextmanager
+def front_server(tmp_path: Path, upstream: str, **settings: str) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
+    """A second Ripple process that generates through `upstream` (OpenAI-compatible) instead of an
+    engine of its own; the session's server, directly or through a fault-injecting proxy, is the
+    upstream, so the session still has one engine."""
+    env = ripple_env(tmp_path / "qdrant", RIPPLE_UPSTREAM_URLS=upstream, RIPPLE_MODEL="ripple", **settings)
     run_ripple("index", str(CORPUS), env=env)
     port, log = free_port(), tmp_path / "front.log"
     with log.open("wb") as out:
@@ -195,11 +197,114 @@ def front(server: Server, tmp_path: Path) -> Iterator[tuple[str, subprocess.Pope
         except httpx.HTTPError:
             return False
 
-    wait_for(up, 180, "the front server starting")
-    yield base, proc, log
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
+    try:
+        wait_for(up, 180, "the front server starting")
+        yield base, proc, log
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def front(server: Server, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
+    with front_server(tmp_path, f"{server.base_url}/v1", RIPPLE_DRAIN_TIMEOUT_S="60") as running:
+        yield running
+
+
+class FaultyUpstream:
+    """An HTTP proxy to the session's server that injects the faults a remote vLLM pool shows: a 503
+    before the answer (`fail_first` times), a stream that breaks off or stalls after two frames."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.mode = "pass"
+        self.fail_first = 0
+        self.attempts = 0
+        self.port = free_port()
+        self._server: uvicorn.Server | None = None
+
+    def app(self) -> Starlette:
+        async def models(request: Request) -> Response:
+            async with httpx.AsyncClient() as client:
+                r = await client.get(f"{self.target}/v1/models")
+            return Response(r.content, r.status_code, media_type="application/json")
+
+        async def chat(request: Request) -> Response:
+            self.attempts += 1
+            if self.fail_first > 0:
+                self.fail_first -= 1
+                return JSONResponse({"error": {"message": "injected: overloaded", "code": 503}}, status_code=503)
+            body = await request.body()
+            client = httpx.AsyncClient(timeout=120)
+            upstream = await client.send(
+                client.build_request(
+                    "POST",
+                    f"{self.target}/v1/chat/completions",
+                    content=body,
+                    headers={"content-type": "application/json"},
+                ),
+                stream=True,
+            )
+
+            async def frames() -> AsyncIterator[bytes]:
+                sent = 0
+                try:
+                    async for line in upstream.aiter_lines():
+                        if line and sent == 2 and self.mode == "break":
+                            raise ConnectionError("injected: the upstream broke off")
+                        if line and sent == 2 and self.mode == "stall":
+                            await asyncio.sleep(30)
+                        yield (line + "\n").encode()
+                        sent += bool(line)
+                finally:
+                    await upstream.aclose()
+                    await client.aclose()
+
+            return StreamingResponse(frames(), media_type="text/event-stream")
+
+        return Starlette(routes=[Route("/v1/models", models), Route("/v1/chat/completions", chat, methods=["POST"])])
+
+    def __enter__(self) -> FaultyUpstream:
+        self._server = uvicorn.Server(uvicorn.Config(self.app(), port=self.port, log_level="warning"))
+        threading.Thread(target=self._server.run, daemon=True).start()
+        wait_for(lambda: self._server is not None and self._server.started, 10, "the proxy starting")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.should_exit = True
+
+
+def test_upstream_faults_are_retried_only_before_the_stream_and_otherwise_reported(
+    server: Server, tmp_path: Path
+) -> None:
+    with (
+        FaultyUpstream(server.base_url) as proxy,
+        front_server(
+            tmp_path, f"http://127.0.0.1:{proxy.port}/v1", RIPPLE_UPSTREAM_TIMEOUT_S="3", RIPPLE_UPSTREAM_RETRIES="2"
+        ) as (base, _, _),
+    ):
+        url = f"{base}/v1/chat/completions"
+        # A 503 before the answer: retried (nothing was sent yet), and the client never sees it.
+        proxy.attempts, proxy.fail_first = 0, 1
+        r = httpx.post(url, json=chat(max_tokens=8), timeout=120)
+        assert r.status_code == 200 and proxy.attempts == 2, (r.status_code, proxy.attempts, r.text)
+        # Failing past the retries: reported as 502, in words.
+        proxy.attempts, proxy.fail_first = 0, 10
+        r = httpx.post(url, json=chat(max_tokens=8), timeout=120)
+        assert r.status_code == 502 and "upstream" in r.json()["error"]["message"], r.text
+        assert proxy.attempts == 3, "one try and two retries"
+        proxy.fail_first = 0
+        # Broken off or stalled after text went out: never retried (the client would see text twice).
+        for mode in ("break", "stall"):
+            proxy.attempts, proxy.mode = 0, mode
+            started = time.monotonic()
+            with httpx.stream("POST", url, json=chat(stream=True, max_tokens=64, ignore_eos=True), timeout=60) as s:
+                events, done = parse_events(s.iter_lines())
+            assert done and events[-1]["error"]["type"] == "upstream_error", (mode, events[-1:])
+            assert proxy.attempts == 1, f"{mode}: retried after the stream started"
+            print(f"{mode}: error event after {time.monotonic() - started:.1f} s")
 
 
 def test_sigterm_drains_open_streams_refuses_new_requests_and_exits_0(
