@@ -5,8 +5,9 @@
 
 Input rails run concurrently with retrieval; a refusal cancels the retrieval. When the guard has
 output rails, streamed text is held until its window has passed them, so nothing unchecked reaches
-the client. Windows are cut at word boundaries and grow from `stream_first_window_chars` to
-`stream_window_chars`. Without output rails each delta passes straight through. The HTTP framing
+the client. Windows are cut at word boundaries (a word is never split, unless it alone is longer
+than `stream_window_chars`, so a rail sees a secret whole) and grow from `stream_first_window_chars`
+to `stream_window_chars`. Without output rails each delta passes straight through. The HTTP framing
 lives in `runtime.api`, not here.
 """
 
@@ -181,7 +182,10 @@ class ChatService:
                     continue
                 if len(pending) >= window:
                     cut = _word_boundary(pending)
-                    piece = pending[:cut]
+                    if cut == 0 and len(pending) < self.settings.stream_window_chars:
+                        continue  # one word, still growing: a window never ends inside a word it can hold
+                    piece = pending[: cut or len(pending)]
+                    cut = len(piece)
                     verdict = await self._check("output", guard.check_output(prepared.conversation, released + piece))
                     if not verdict.allowed:
                         finish, pending = "content_filter", ""
@@ -202,6 +206,5 @@ class ChatService:
 
 
 def _word_boundary(text: str) -> int:
-    """Where to cut a window: after its last whitespace (a word may still grow), else all of it."""
-    cut = max(text.rfind(" "), text.rfind("\n"))
-    return cut + 1 if cut > 0 else len(text)
+    """Where to cut a window: after its last whitespace (the word after it may still grow); 0 when none."""
+    return max(text.rfind(" "), text.rfind("\n")) + 1

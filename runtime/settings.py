@@ -138,7 +138,10 @@ class Settings(BaseSettings):
     guards_enabled: bool = True
     guards_config: Path = DEFAULT_GUARDS_CONFIG
     stream_first_window_chars: int = Field(
-        8, ge=1, description="The first streamed window's size; later windows double up to stream_window_chars."
+        1,
+        ge=1,
+        description="The first streamed window's size (1: the first whole word); later windows double up to "
+        "stream_window_chars.",
     )
     stream_window_chars: int = Field(
         40, ge=1, description="Streamed text is released in windows of this size after the output rails pass them."

@@ -12,7 +12,7 @@ from indexer.pipeline import Indexer
 from indexer.retriever import QdrantRetriever
 from indexer.store import InMemoryStore
 from runtime.chat import ChatService, FinishEvent, TextEvent
-from runtime.generation import FakeGenerator
+from runtime.generation import Delta, FakeGenerator
 from runtime.metrics import Metrics
 from runtime.schemas import ChatCompletionRequest
 from runtime.settings import Settings
@@ -96,3 +96,25 @@ async def test_a_refused_input_cancels_retrieval_and_never_generates(settings: S
     events = [e async for e in service.events(prepared, "r5", stream=True)]
     assert isinstance(events[-1], FinishEvent) and events[-1].finish_reason == "content_filter"
     assert service.generator.calls == []  # type: ignore[attr-defined]
+
+
+async def test_a_window_never_releases_part_of_a_word_so_rails_see_secrets_whole(settings: Settings) -> None:
+    """Tokens arrive a few characters at a time; a key split across deltas must reach the output rail
+    whole, before any of it is sent."""
+    secret = "sk-live-0123456789abcdef"
+    guard = FakeGuard(blocked_output=(secret,))
+    service = await make_service(
+        settings.model_copy(update={"stream_first_window_chars": 1, "stream_window_chars": 40}), guard, "unused"
+    )
+
+    async def in_pieces(request_id: str, messages: object, options: object):  # type: ignore[no-untyped-def]
+        text = f"Your {secret} is here"
+        for i in range(0, len(text), 3):
+            yield Delta(text=text[i : i + 3], finish_reason="stop" if i + 3 >= len(text) else None)
+
+    service.generator.generate = in_pieces  # type: ignore[method-assign]
+    prepared = await service.prepare(request("What is my key?"))
+    events = [e async for e in service.events(prepared, "r6", stream=True)]
+    sent = "".join(e.text for e in events if isinstance(e, TextEvent))
+    assert sent == "Your " and not any(secret[:3] in c and secret not in c for c in guard.output_checks)
+    assert isinstance(events[-1], FinishEvent) and events[-1].finish_reason == "content_filter"
