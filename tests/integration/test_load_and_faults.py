@@ -350,3 +350,20 @@ def test_engine_death_fails_open_streams_in_words_and_turns_ready_503(server: Se
     r = httpx.post(f"{server.base_url}/v1/chat/completions", json=chat(), timeout=30)
     assert r.status_code == 503 and r.headers["retry-after"], r.text
     print(f"stream ended {ended:.2f} s after the kill; /ready 503 after {took:.2f} s more")
+
+
+def test_the_load_tool_measures_the_real_server(server: Server) -> None:
+    from benchmarks.load import Load, as_messages, run_load
+
+    prompts = as_messages([QUESTION, "What does the gardening guide say about pests?"])
+    closed = asyncio.run(
+        run_load(
+            server.base_url, prompts, Load(concurrency=2), requests=4, max_tokens=8, extra_body={"ignore_eos": True}
+        )
+    )
+    assert closed["status_counts"] == {"200": 4}
+    assert closed["throughput"]["output_tokens"] == 32 and closed["throughput"]["output_token_count_source"] == "usage"
+    assert closed["ttft_ms"]["n"] == 4 and 0 < closed["ttft_ms"]["p50"] < closed["e2e_ms"]["p50"]
+    assert closed["tpot_ms"]["n"] == 4 and closed["itl_ms"]["n"] > 0
+    opened = asyncio.run(run_load(server.base_url, prompts, Load(rate=4.0), requests=6, max_tokens=8))
+    assert set(opened["status_counts"]) <= {"200", "429"} and opened["status_counts"].get("200", 0) >= 1
