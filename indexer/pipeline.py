@@ -248,9 +248,8 @@ class Indexer:
                         (summary.added if doc.new else summary.updated).append(doc.source)
 
         # Embed pools of several batches: the embedder sorts each call's texts by length, so a larger
-        # pool wastes less compute on padding. The first pool is one batch, so embedding starts as soon
-        # as there is a batch to embed instead of after the first 16 batches' files are parsed.
-        pool = self.batch_size
+        # pool wastes less compute on padding.
+        pool = self.batch_size * POOL_BATCHES
         tasks = [asyncio.create_task(parse_all()), asyncio.create_task(embed_all()), asyncio.create_task(upsert_all())]
         pending: list[Chunk] = []
         done = 0
@@ -267,7 +266,6 @@ class Indexer:
                     while len(pending) >= pool:
                         await _put(pools, pending[:pool], tasks)
                         del pending[:pool]
-                        pool = self.batch_size * POOL_BATCHES
                 if progress is not None:
                     progress(done, summary.chunks_embedded)
             if pending:
