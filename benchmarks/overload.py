@@ -44,22 +44,27 @@ class MemorySampler:
     def __init__(self, pid: int) -> None:
         self._root = psutil.Process(pid)
         self.samples: list[tuple[float, float]] = []
+        self.by_process: list[dict[str, float]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def rss_mb(self) -> float:
-        total = 0
+    def rss_mb(self) -> dict[str, float]:
+        """MiB per process: "api" (the `ripple serve` process) and each child by its name (EngineCore...)."""
+        sizes: dict[str, float] = {}
         for p in [self._root, *self._root.children(recursive=True)]:
             try:
-                total += p.memory_info().rss
+                name = "api" if p.pid == self._root.pid else f"{p.name()}:{p.pid}"
+                sizes[name] = p.memory_info().rss / 2**20
             except psutil.NoSuchProcess:
                 pass
-        return total / 2**20
+        return sizes
 
     def _run(self) -> None:
         start = time.perf_counter()
         while not self._stop.is_set():
-            self.samples.append((time.perf_counter() - start, self.rss_mb()))
+            sizes = self.rss_mb()
+            self.samples.append((time.perf_counter() - start, sum(sizes.values())))
+            self.by_process.append(sizes)
             self._stop.wait(1.0)
 
     def __enter__(self) -> MemorySampler:
@@ -70,9 +75,17 @@ class MemorySampler:
         self._stop.set()
         self._thread.join()
 
-    def summary(self) -> dict[str, float]:
+    def summary(self) -> dict[str, Any]:
         values = [mb for _, mb in self.samples]
-        return {"start_mb": values[0], "peak_mb": max(values), "end_mb": values[-1], "samples": len(values)}
+        first, last = self.by_process[0], self.by_process[-1]
+        growth = {name: last[name] - first[name] for name in first if name in last}
+        return {
+            "start_mb": values[0],
+            "peak_mb": max(values),
+            "end_mb": values[-1],
+            "samples": len(values),
+            "growth_mb_by_process": growth,
+        }
 
 
 def unfinished(client: httpx.Client, base_url: str) -> float:
@@ -171,6 +184,7 @@ def main() -> None:
         ("admitted TTFT p50 / p99 (ms)", f"{fmt(o['p50'])} / {fmt(o['p99'])}"),
         ("  x unloaded p50 / p99", f"{o['p50'] / u['p50']:.2f}x / {ttft_ratio:.2f}x"),
         ("memory start / peak / end (MiB)", f"{mem['start_mb']:.0f} / {mem['peak_mb']:.0f} / {mem['end_mb']:.0f}"),
+        ("  growth by process (MiB)", ", ".join(f"{k} {v:+.0f}" for k, v in mem["growth_mb_by_process"].items())),
         ("cut streams: engine back to 0 (s)", f"max {max(recoveries):.2f}, mean {statistics.mean(recoveries):.2f}"),
     ]
     for label, value in rows:
@@ -187,7 +201,7 @@ def main() -> None:
             "overload": overload,
             "non_2xx_429": server_errors,
             "ttft_p99_ratio": ttft_ratio,
-            "memory": {**mem, "series": memory.samples},
+            "memory": {**mem, "series": memory.samples, "series_by_process": memory.by_process},
             "cut_recovery_s": recoveries,
         }
         args.json.write_text(json.dumps(report, indent=2))
