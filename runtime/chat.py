@@ -181,11 +181,13 @@ class ChatService:
                         released, pending = released + pending, ""
                     continue
                 if len(pending) >= window:
-                    cut = _word_boundary(pending)
-                    if cut == 0 and len(pending) < self.settings.stream_window_chars:
-                        continue  # one word, still growing: a window never ends inside a word it can hold
-                    piece = pending[: cut or len(pending)]
-                    cut = len(piece)
+                    # A window never ends inside a word, unless one word alone fills the largest window.
+                    cut = _word_boundary(pending) or (
+                        len(pending) if len(pending) >= self.settings.stream_window_chars else 0
+                    )
+                    if not cut:
+                        continue  # one word, still growing
+                    piece = pending[:cut]
                     verdict = await self._check("output", guard.check_output(prepared.conversation, released + piece))
                     if not verdict.allowed:
                         finish, pending = "content_filter", ""
