@@ -7,7 +7,7 @@ chunk, embed, upsert, publish), then times encode-only again. The ratio e2e/enco
 of the encode-only runs on either side, is the pipeline's efficiency (target >= 0.90): bracketing
 the e2e run cancels the machine's drift, which on these shared cores moved encode-only alone by 15%
 between back-to-back runs. Prints a table and writes JSON.
-Run: `python -m benchmarks.ingest [--limit N] [--json PATH]`.
+Run: `python -m benchmarks.ingest [--corpus all|scifact|docs] [--limit N] [--json PATH]`.
 """
 
 from __future__ import annotations
@@ -110,23 +110,21 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="SciFact abstracts to use (default: all 5,183)")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--store", choices=["edge", "local"], default="edge", help="Qdrant Edge or local mode")
+    parser.add_argument("--corpus", choices=["all", "scifact", "docs"], default="all", help="which corpus to measure")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     embedder = SentenceTransformerEmbedder(packaged_model(), name=PACKAGED_EMBEDDER_ID, batch_size=args.batch_size)
     embedder.start()
     embedder.embed(["warm-up"] * 8)
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
+    if args.corpus in ("all", "scifact"):
+        with tempfile.TemporaryDirectory() as tmp:
+            files = scifact_files(Path(tmp) / "scifact", args.limit)
+            rows.append(asyncio.run(measure("scifact", files, embedder, args.batch_size, args.store)))
+    if args.corpus in ("all", "docs"):
         rows.append(
-            asyncio.run(
-                measure(
-                    "scifact", scifact_files(Path(tmp) / "scifact", args.limit), embedder, args.batch_size, args.store
-                )
-            )
+            asyncio.run(measure("shared docs (md, html, pdf)", DATA / "docs", embedder, args.batch_size, args.store))
         )
-    rows.append(
-        asyncio.run(measure("shared docs (md, html, pdf)", DATA / "docs", embedder, args.batch_size, args.store))
-    )
     print(
         f"{'corpus':<28} {'files':>6} {'chunks':>7} {'e2e chunks/s':>13} {'encode chunks/s':>16} {'ratio':>6}"
         f"  {'encode-only before/after':>24}"

@@ -1,5 +1,11 @@
-"""PDF to one section per page with pypdf: the page's text layer, its 1-based number, and the outline
-(bookmark) path in effect on it as the heading.
+"""PDF to one section per page: the page's text layer, its 1-based number, and the outline (bookmark)
+path in effect on it as the heading.
+
+pypdf opens the file, decides about encryption and reads the outline; PDFium (pypdfium2) extracts the
+text, about 20 times faster than pypdf (0.14 s against 2.9 s of CPU on a 117-page book), which matters
+because parsing shares the cores with the embedder. PDFium gives right-to-left scripts in visual order,
+so a page with Hebrew or Arabic in it is extracted again by pypdf, which keeps the logical order. An
+encrypted file is read by pypdf alone. PDFium is not thread-safe: one lock serialises its calls.
 
 An encrypted PDF is opened with the empty user password when that works (many are only "encrypted"
 against editing); one that needs a real password is refused, as is a PDF with no text on any page (a
@@ -15,11 +21,13 @@ import bisect
 import io
 import logging
 import re
+import threading
 import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pypdfium2 as pdfium
 from pypdf import PasswordType, PdfReader
 from pypdf.errors import DependencyError
 
@@ -29,7 +37,10 @@ from indexer.types import ParsedDocument, Section
 logger = logging.getLogger(__name__)
 
 _LIGATURES = {cp: unicodedata.normalize("NFKC", chr(cp)) for cp in range(0xFB00, 0xFB07)}
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ufffe]")  # PDFium marks a hyphen it joined with U+FFFE
+# Hebrew, Arabic, Syriac, Thaana, NKo, Samaritan, Mandaic and their presentation forms.
+_RIGHT_TO_LEFT = re.compile(r"[\u0590-\u08ff\ufb1d-\ufdff\ufe70-\ufefe]")
+_PDFIUM = threading.Lock()
 
 
 def parse_pdf(data: bytes) -> ParsedDocument:
@@ -40,7 +51,7 @@ def parse_pdf(data: bytes) -> ParsedDocument:
                 "encrypted PDF: it needs a password to open; save a copy without the password "
                 "(e.g. `qpdf --decrypt --password=PASSWORD in.pdf out.pdf`) and index that"
             )
-        texts = [_clean(page.extract_text()) for page in reader.pages]
+        texts = [_clean(text) for text in _page_texts(data, reader)]
         headings = _outline(reader)
     if not texts:
         raise ParseError("the PDF has no pages")
@@ -70,6 +81,25 @@ def _pdf_errors() -> Iterator[None]:
         raise ParseError(f"{exc}; install it with `pip install 'pypdf[crypto]'`") from None
     except Exception as exc:
         raise ParseError(f"cannot read the PDF, it may be damaged or truncated ({type(exc).__name__}: {exc})") from None
+
+
+def _page_texts(data: bytes, reader: PdfReader) -> list[str]:
+    if reader.is_encrypted:
+        return [page.extract_text() for page in reader.pages]
+    with _PDFIUM:
+        document = pdfium.PdfDocument(data)
+        try:
+            texts = []
+            for page in document:
+                textpage = page.get_textpage()
+                texts.append(textpage.get_text_range())
+                textpage.close()
+                page.close()
+        finally:
+            document.close()
+    if len(texts) != len(reader.pages):
+        raise ParseError(f"pypdf and PDFium disagree on the page count ({len(reader.pages)} against {len(texts)})")
+    return [reader.pages[i].extract_text() if _RIGHT_TO_LEFT.search(text) else text for i, text in enumerate(texts)]
 
 
 def _clean(text: str) -> str:

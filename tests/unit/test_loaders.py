@@ -274,6 +274,8 @@ def test_long_pdf_has_one_section_per_page_with_chapter_headings(geotopo: Parsed
     assert pages[6].heading == "1 Topologische Grundbegriffe > 1.1 Topologische Räume"
     assert pages[117].heading == "Stichwortverzeichnis"
     assert "Grundbegriffe" in pages[4].text and "\ufb00" not in geotopo.text  # ligature spelled out
+    # PDFium joins a word hyphenated at a line end and marks the join with U+FFFE, which is dropped.
+    assert "Tetraeders" in pages[40].text and "\ufffe" not in geotopo.text
     assert len(geotopo.text) > 100_000
 
 
@@ -297,3 +299,13 @@ def test_password_protected_sample_pdf_is_refused() -> None:
     assert PdfReader(path).is_encrypted
     with pytest.raises(ParseError, match=r"encrypted PDF: it needs a password .*qpdf --decrypt"):
         parse_file(path)
+
+
+def test_pdfs_parse_the_same_from_many_threads() -> None:
+    """The indexer parses in worker threads and PDFium is not thread-safe: its calls are serialised."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    alone = parse_file(FIXTURES / "outline.pdf")
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(lambda _: parse_file(FIXTURES / "outline.pdf"), range(32)))
+    assert all(doc == alone for doc in together)
