@@ -77,14 +77,15 @@ class MemorySampler:
 
     def summary(self) -> dict[str, Any]:
         values = [mb for _, mb in self.samples]
-        first, last = self.by_process[0], self.by_process[-1]
-        growth = {name: last[name] - first[name] for name in first if name in last}
+        first, middle, last = self.by_process[0], self.by_process[len(self.by_process) // 2], self.by_process[-1]
         return {
             "start_mb": values[0],
             "peak_mb": max(values),
             "end_mb": values[-1],
             "samples": len(values),
-            "growth_mb_by_process": growth,
+            "growth_mb_by_process": {name: last[name] - first[name] for name in first if name in last},
+            # Warm-up (caches, allocator pools) happens early; a leak keeps growing in the second half.
+            "second_half_growth_mb_by_process": {name: last[name] - middle[name] for name in middle if name in last},
         }
 
 
@@ -185,6 +186,10 @@ def main() -> None:
         ("  x unloaded p50 / p99", f"{o['p50'] / u['p50']:.2f}x / {ttft_ratio:.2f}x"),
         ("memory start / peak / end (MiB)", f"{mem['start_mb']:.0f} / {mem['peak_mb']:.0f} / {mem['end_mb']:.0f}"),
         ("  growth by process (MiB)", ", ".join(f"{k} {v:+.0f}" for k, v in mem["growth_mb_by_process"].items())),
+        (
+            "  of it in the second half (MiB)",
+            ", ".join(f"{k} {v:+.0f}" for k, v in mem["second_half_growth_mb_by_process"].items()),
+        ),
         ("cut streams: engine back to 0 (s)", f"max {max(recoveries):.2f}, mean {statistics.mean(recoveries):.2f}"),
     ]
     for label, value in rows:

@@ -24,6 +24,16 @@ logger = logging.getLogger(__name__)
 __all__ = ["DEFAULT_CONFIG", "NemoGuard"]
 
 
+class _NoHistory(dict[str, list[dict[str, object]]]):
+    """Stands in for `LLMRails.events_history_cache`, which NeMo (Colang 1.0, no explicit state) fills
+    with every conversation's events, keyed by its messages, and never empties: one entry per check,
+    about 36 KiB each here, so the API process grew without bound under load. Each check here is
+    self-contained (the runtime passes the messages it wants judged), so nothing is worth keeping."""
+
+    def __setitem__(self, key: str, value: list[dict[str, object]]) -> None:
+        pass
+
+
 class NemoGuard:
     def __init__(self, config_dir: Path, chat: ChatFn, *, model_name: str = "ripple") -> None:
         self._config_dir = config_dir
@@ -49,6 +59,7 @@ class NemoGuard:
         # The input rail's classifier loads here, not on the first request (a missing artefact fails start-up).
         await asyncio.to_thread(default_classifier)
         rails = LLMRails(config)
+        rails.events_history_cache = _NoHistory()
         for name, fn in ACTIONS.items():
             rails.register_action(fn, name=name)
         self._has_input = bool(config.rails.input.flows)

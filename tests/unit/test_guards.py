@@ -75,3 +75,18 @@ async def test_self_check_rails_ask_the_engine_through_the_ripple_provider() -> 
 async def test_a_missing_config_folder_says_which_setting_to_change(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="RIPPLE_GUARDS_CONFIG"):
         await NemoGuard(tmp_path, chat_function(FakeGenerator())).start()
+
+
+async def test_checks_leave_no_history_behind() -> None:
+    """NeMo caches every conversation's events without bound unless told otherwise (the API process grew
+    ~0.1 MiB per request under load): after many distinct checks nothing is kept, and verdicts hold."""
+    g = NemoGuard(DEFAULT_CONFIG, chat_function(FakeGenerator(ready=True)))
+    await g.start()
+    rails = g._rails
+    assert rails is not None and hasattr(rails, "events_history_cache")
+    for i in range(40):
+        msgs = [{"role": "user", "content": f"question {i}: how do I index PDFs?"}]
+        assert (await g.check_input(msgs)).allowed
+        assert (await g.check_output(msgs, f"Answer {i}: run ripple index.")).allowed
+    assert len(rails.events_history_cache) == 0
+    assert not (await g.check_input([{"role": "user", "content": ATTACKS[0]}])).allowed
