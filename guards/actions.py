@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from guards.checks import contains_secret, looks_like_injection
+from guards.checks import contains_secret, looks_like_injection, looks_planted, mask_sensitive, strip_hidden
 from guards.injection import default_classifier
 
 
@@ -40,7 +40,32 @@ async def ripple_check_output(context: dict[str, Any] | None = None) -> bool:
     return not contains_secret(text)
 
 
+async def ripple_mask_output(context: dict[str, Any] | None = None) -> str:
+    """The bot message with sensitive data masked (the rail's answer is then "modified")."""
+    return mask_sensitive(str((context or {}).get("bot_message") or ""))
+
+
+def check_chunk(text: str) -> str | None:
+    """A retrieved chunk without its hidden characters, or None when it carries planted instructions."""
+    visible = strip_hidden(text)
+    return None if looks_planted(visible) else visible
+
+
+async def ripple_check_retrieval(
+    chunks: list[str] | None = None, context: dict[str, Any] | None = None
+) -> list[str | None] | str:
+    """The retrieval rail. Ripple passes `chunks` and gets one entry per chunk: its cleaned text, or None
+    when it is flagged. Inside NeMo's own generation flow (no `chunks`), it cleans `$relevant_chunks`,
+    a string of paragraphs, and leaves out the flagged ones."""
+    if chunks is not None:
+        return [check_chunk(c) for c in chunks]
+    paragraphs = str((context or {}).get("relevant_chunks") or "").split("\n\n")
+    return "\n\n".join(c for c in map(check_chunk, paragraphs) if c is not None)
+
+
 ACTIONS = {
     "ripple_check_input": ripple_check_input,
     "ripple_check_output": ripple_check_output,
+    "ripple_mask_output": ripple_mask_output,
+    "ripple_check_retrieval": ripple_check_retrieval,
 }

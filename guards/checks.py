@@ -25,6 +25,39 @@ _INJECTION = re.compile(
     re.IGNORECASE | re.VERBOSE,
 )
 
+# Instructions planted in documents for the model that reads them (indirect injection): the phrasings
+# of `_INJECTION`, plus text that addresses an AI reader, chat-template markers, "reply only with"
+# orders and their German forms (the deepset data is partly German). Document prose rarely says these:
+# on 969 chunks of the shared docs and 600 SciFact abstracts none matched, where the prompt
+# classifier (trained on user prompts) flagged 74% of the docs.
+_PLANTED = re.compile(
+    r"""
+    \b(if|when|whenever)\s+you\s+are\s+an?\s+(ai|llm|language\s+model|assistant|chatbot|bot)\b
+    | \b(attention|note|message|instructions?)\s+(to|for)\s+(the\s+|any\s+|all\s+)?
+        (ai|llms?|language\s+models?|assistants?|chatbots?|bots?)\b
+    | \b(ai|llm|language\s+model|assistant|chatbot)s?\s+(reading|processing|summari[sz]ing)\s+this\b
+    | \b(new|updated|real|actual|important)\s+instructions?\s*:
+    | (^|\n)\s*(system|assistant)\s*:\s
+    | <\|(im_start|im_end|system|user|assistant|endoftext)\|> | \[/?INST\] | <</?SYS>> | \#\#\#\s*(instruction|system)\b
+    | \b(respond|reply|answer|say|output)\s+(only\s+)?with\s+(only\s+)?["'“]
+    | \b(respond|reply|answer)\s+only\s+(with|in)\b
+    | \b(do\s+not|don't|never)\s+(tell|mention|reveal|inform)\s+(this\s+to\s+)?the\s+user\b
+    | \b(forget|ignore|disregard|drop)\s+(about\s+)?(everything|all)\b
+    | \b(ignore|disregard|forget)\s+(the\s+)?(above|previous|prior|earlier)\b
+    | \b(i\s+want\s+you\s+to|please|you\s+will\s+now|from\s+now\s+on,?\s+you)\s+(act|behave|pretend)\b
+    | \bfrom\s+now\s+on,?\s+you\b | \bpretend\s+(that\s+)?you\s+are\b
+    | \b(now|here)\s+(comes?|follows?)\s+(a\s+|the\s+)?(new|further|another|second)\s+
+        (task|challenge|instruction|test)s?\b
+    | \byour\s+new\s+task\b | \bnew\s+(tasks|instructions)\s+follow
+    | \bdo\s+not\s+answer\b[\w\s,]{0,30}\b(but|instead)\b
+    | \b(vergiss|vergessen\s+sie|ignoriere|ignorieren\s+sie|olvid[ae])\b[\w\s,]{0,40}?
+        \b(alles?|alle|anweisungen|aufgaben|befehle|vorherigen|vorangehenden|obigen|zuvor|todo|todas)\b
+    | \bneue\s+(anweisung|aufgabe) | \b(ich\s+möchte,?\s+dass\s+sie\s+als|stell\s+dir\s+vor,?\s+du\s+bist)\b
+    | \b(jetzt|nun)\s+(bist\s+du|folgen\s+(weitere|neue))\b
+    """,
+    re.IGNORECASE | re.VERBOSE,
+)
+
 # Secrets that must never leave in an answer.
 _SECRETS = re.compile(
     r"""
@@ -38,8 +71,67 @@ _SECRETS = re.compile(
 )
 
 
+# What the output rail masks, each with its placeholder. A private key is masked from its BEGIN line to
+# its END line, or to the end of the text while the END line has not come (a stream is checked as it
+# grows, so the key's body never goes out between windows).
+_MASKS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (
+        re.compile(r"-----BEGIN\s[A-Z ]*PRIVATE\sKEY-----(?:.*?-----END\s[A-Z ]*PRIVATE\sKEY-----|.*\Z)", re.DOTALL),
+        "[PRIVATE KEY]",
+    ),
+    (
+        re.compile(
+            r"\bsk-[A-Za-z0-9_-]{20,}|\bAKIA[0-9A-Z]{16}\b|\bgh[pousr]_[A-Za-z0-9]{36,}|\bxox[abpr]-[A-Za-z0-9-]{10,}"
+        ),
+        "[API KEY]",
+    ),
+    (re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"), "[EMAIL]"),
+)
+# 13 to 19 digits, optionally in groups split by one space or dash; masked only when the Luhn check holds.
+_CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
+
+
+def _luhn(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch) * (2 if i % 2 else 1)
+        total += d - 9 if d > 9 else d
+    return total % 10 == 0
+
+
+def _mask_card(match: re.Match[str]) -> str:
+    digits = re.sub(r"\D", "", match.group())
+    return "[CARD NUMBER]" if _luhn(digits) else match.group()
+
+
+def mask_sensitive(text: str) -> str:
+    """`text` with private keys, API keys, email addresses and card numbers replaced by placeholders."""
+    for pattern, placeholder in _MASKS:
+        text = pattern.sub(placeholder, text)
+    return _CARD.sub(_mask_card, text)
+
+
+# Every format character (Unicode category Cf, as of Unicode 14): zero-width spaces and joiners, bidi
+# controls, the tag characters U+E0000-E007F that can spell hidden ASCII, the soft hyphen. Invisible
+# to a reader, they hide instructions in a document or split trigger words apart.
+_HIDDEN = re.compile(
+    "[\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u202a-\u202e"
+    "\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U00013438"
+    "\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f]"
+)
+
+
+def strip_hidden(text: str) -> str:
+    return _HIDDEN.sub("", text)
+
+
 def looks_like_injection(text: str) -> bool:
     return bool(_INJECTION.search(text))
+
+
+def looks_planted(text: str) -> bool:
+    """True when a retrieved chunk carries instructions for the model (see `_PLANTED`)."""
+    return bool(_INJECTION.search(text) or _PLANTED.search(text))
 
 
 def contains_secret(text: str) -> bool:

@@ -36,3 +36,6 @@ class FakeGuard:
         if any(word in answer for word in self.blocked_output):
             return Verdict(allowed=False, rail="fake output")
         return Verdict.ok()
+
+    async def check_retrieval(self, chunks: Sequence[str]) -> list[str | None]:
+        return [None if any(w.lower() in c.lower() for w in self.blocked_input) else c for c in chunks]

@@ -3,7 +3,12 @@
 The runtime drives generation and streaming itself and asks NeMo only for verdicts (input rails
 before generation, output rails on the answer), so NeMo never generates the answer. The config
 folder is a normal NeMo config; its `main` model is the runtime's engine via the `ripple` provider.
-Rails of other kinds (dialog, retrieval) are not run here.
+
+Retrieval rails: NeMo 0.24's `check_async` runs input and output rails only (its retrieval rails run
+inside its own generation flow, which Ripple does not use). So when the config lists the flow
+`ripple check retrieval`, Ripple runs that flow's action through the same `LLMRails`'s action
+dispatcher, once per request with all retrieved chunks. Other retrieval flows are reported at start
+and not run. Dialog rails are not run.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from guards.llm import ChatFn, bind_provider
 from guards.protocol import Message, Verdict
 
 logger = logging.getLogger(__name__)
+
+RETRIEVAL_FLOW = "ripple check retrieval"
 
 __all__ = ["DEFAULT_CONFIG", "NemoGuard"]
 
@@ -42,6 +49,7 @@ class NemoGuard:
         self._rails = None
         self._has_input = False
         self._has_output = False
+        self._has_retrieval = False
 
     async def start(self) -> None:
         from nemoguardrails import LLMRails, RailsConfig
@@ -64,6 +72,10 @@ class NemoGuard:
             rails.register_action(fn, name=name)
         self._has_input = bool(config.rails.input.flows)
         self._has_output = bool(config.rails.output.flows)
+        retrieval = list(config.rails.retrieval.flows)
+        self._has_retrieval = RETRIEVAL_FLOW in retrieval
+        if unsupported := [f for f in retrieval if f != RETRIEVAL_FLOW]:
+            logger.warning("retrieval rails other than %r are not run by Ripple: %s", RETRIEVAL_FLOW, unsupported)
         self._rails = rails
         logger.info("rails ready: input=%s output=%s", config.rails.input.flows, config.rails.output.flows)
 
@@ -87,6 +99,18 @@ class NemoGuard:
         if not self._has_output:
             return Verdict.ok()
         return await self._check([*(dict(m) for m in messages), {"role": "assistant", "content": answer}], "output")
+
+    async def check_retrieval(self, chunks: Sequence[str]) -> list[str | None]:
+        if not self._has_retrieval or not chunks:
+            return list(chunks)
+        if self._rails is None:
+            raise RuntimeError("NemoGuard.start() was not called")
+        result, status = await self._rails.runtime.action_dispatcher.execute_action(
+            "ripple_check_retrieval", {"chunks": list(chunks)}
+        )
+        if status != "success" or not isinstance(result, list) or len(result) != len(chunks):
+            raise RuntimeError(f"the retrieval rail failed ({status})")
+        return result
 
     async def _check(self, messages: list[dict[str, str]], kind: str) -> Verdict:
         from nemoguardrails.rails.llm.options import RailStatus, RailType

@@ -1,7 +1,7 @@
 """The `Guard` role: what the runtime asks of any rails implementation, and its verdict.
 
 A verdict is data, not an exception: a refused request is answered normally with
-`finish_reason: "content_filter"`. Retrieval rails and streaming windows live with their callers.
+`finish_reason: "content_filter"`. Streaming windows live with the caller.
 """
 
 from __future__ import annotations
@@ -41,3 +41,7 @@ class Guard(Protocol):
     async def check_input(self, messages: Sequence[Message]) -> Verdict: ...
 
     async def check_output(self, messages: Sequence[Message], answer: str) -> Verdict: ...
+
+    async def check_retrieval(self, chunks: Sequence[str]) -> list[str | None]:
+        """Each retrieved chunk as the prompt may carry it (cleaned), or None to leave it out (flagged)."""
+        ...

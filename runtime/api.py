@@ -187,6 +187,7 @@ async def _answer(
                 "usage": usage(finish),
                 "citations": citations(finish),
                 "dropped_sources": finish.dropped_sources,
+                "flagged_sources": finish.flagged_sources,
             }
         )
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -230,6 +231,7 @@ async def _answer(
                         )
                         last["citations"] = citations(ev)
                         last["dropped_sources"] = ev.dropped_sources
+                        last["flagged_sources"] = ev.flagged_sources
                         yield sse.event(last)
                         if include_usage:
                             yield sse.event(

@@ -1,9 +1,10 @@
 """`ChatService`: one chat request through retrieval, rails, prompt and generation, as events.
 
-    prepare():  validate limits -> input rails || (embed query -> search) -> pack prompt
+    prepare():  validate limits -> input rails || (embed query -> search) -> retrieval rail -> pack prompt
     events():   generate -> output rails on windows of the stream -> TextEvent... FinishEvent
 
-Input rails run concurrently with retrieval; a refusal cancels the retrieval. When the guard has
+Input rails run concurrently with retrieval; a refusal cancels the retrieval. The retrieval rail
+then cleans the chunks (hidden characters) and leaves out those carrying planted instructions. When the guard has
 output rails, streamed text is held until its window has passed them, so nothing unchecked reaches
 the client. Windows are cut at word boundaries (a word is never split, unless it alone is longer
 than `stream_window_chars`, so a rail sees a secret whole) and grow from `stream_first_window_chars`
@@ -14,10 +15,11 @@ lives in `runtime.api`, not here.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncGenerator, Awaitable
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from guards.protocol import Guard, Verdict
 from indexer.retriever import Retriever
@@ -45,6 +47,7 @@ class FinishEvent:
     completion_tokens: int
     citations: list[Passage]
     dropped_sources: int = 0
+    flagged_sources: int = 0
 
 
 @dataclass
@@ -54,6 +57,7 @@ class Prepared:
     passages: list[Passage] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)
     dropped: int = 0
+    flagged: int = 0
     prompt_tokens: int | None = None
     refused: Verdict | None = None
 
@@ -108,6 +112,20 @@ class ChatService:
         finally:
             self.metrics.rails_seconds.labels(rail).observe(time.perf_counter() - start)
 
+    async def _retrieval_rail(self, passages: list[Passage]) -> tuple[list[Passage], int]:
+        """Retrieved chunks are untrusted: the rail cleans each one or leaves it out (planted instructions)."""
+        assert self.guard is not None
+        start = time.perf_counter()
+        try:
+            cleaned = await self.guard.check_retrieval([p.text for p in passages])
+        finally:
+            self.metrics.rails_seconds.labels("retrieval").observe(time.perf_counter() - start)
+        kept = [replace(p, text=text) for p, text in zip(passages, cleaned, strict=True) if text is not None]
+        flagged = len(passages) - len(kept)
+        if flagged:
+            self.metrics.flagged_sources.inc(flagged)
+        return kept, flagged
+
     async def prepare(self, request: ChatCompletionRequest) -> Prepared:
         if request.model and request.model != self.generator.model_id:
             raise ModelNotFoundError(
@@ -139,6 +157,8 @@ class ChatService:
             passages = await retrieval
         finally:
             retrieval.cancel()
+        if self.guard is not None and passages:
+            passages, prepared.flagged = await self._retrieval_rail(passages)
         max_len = getattr(self.generator, "max_model_len", None)
         budget = (max_len - options.max_tokens) if max_len else 1 << 30
         prompt = await build_prompt(
@@ -164,7 +184,9 @@ class ChatService:
         # Windows start small so the first words leave quickly, then double up to the configured size,
         # keeping the number of rail calls per answer low.
         window = self.settings.stream_first_window_chars if stream else 1 << 30
-        pending, released = "", ""
+        # `released` is the model's text that passed the rails; `sent` is what the client got of it,
+        # which differs when a rail masked something (a rail sees the model's text, cumulatively).
+        pending, released, sent = "", "", ""
         finish, prompt_tokens, completion_tokens = "stop", prepared.prompt_tokens or 0, 0
         if not self.generator.ready:
             raise NotReadyError("the generator is not ready")
@@ -189,24 +211,47 @@ class ChatService:
                         continue  # one word, still growing
                     piece = pending[:cut]
                     verdict = await self._check("output", guard.check_output(prepared.conversation, released + piece))
-                    if not verdict.allowed:
+                    out = _passed(verdict, sent, piece)
+                    if out is None:
                         finish, pending = "content_filter", ""
                         break
-                    yield TextEvent(piece)
-                    released, pending = released + piece, pending[cut:]
+                    if out:
+                        yield TextEvent(out)
+                    released, sent, pending = released + piece, sent + out, pending[cut:]
                     window = min(window * 2, self.settings.stream_window_chars)
         if guard is not None and finish != "content_filter" and (pending or not released):
             verdict = await self._check("output", guard.check_output(prepared.conversation, released + pending))
-            if not verdict.allowed:
+            out = _passed(verdict, sent, pending)
+            if out is None:
                 finish, pending = "content_filter", ""
+            else:
+                pending = out
         if finish == "content_filter" and not released:
             pending = REFUSAL
         if pending:
             yield TextEvent(pending)
         self.metrics.finish.labels(finish).inc()
-        yield FinishEvent(finish, prompt_tokens, completion_tokens, prepared.passages, prepared.dropped)
+        yield FinishEvent(
+            finish, prompt_tokens, completion_tokens, prepared.passages, prepared.dropped, prepared.flagged
+        )
+
+
+def _passed(verdict: Verdict, sent: str, piece: str) -> str | None:
+    """What of `piece` may go to the client after `sent`: the piece itself, its masked form when a rail
+    rewrote the answer, or None when the rails blocked it (or rewrote text the client already has)."""
+    if not verdict.allowed:
+        return None
+    if verdict.content is None:
+        return piece
+    return verdict.content[len(sent) :] if verdict.content.startswith(sent) else None
+
+
+# A cut goes after whitespace that follows neither a digit nor a dash, so a number written in groups
+# ("4111 1111 1111 1111") reaches the rails whole, like a word.
+_CUT = re.compile(r"(?<![\d-])[ \n]")
 
 
 def _word_boundary(text: str) -> int:
     """Where to cut a window: after its last whitespace (the word after it may still grow); 0 when none."""
-    return max(text.rfind(" "), text.rfind("\n")) + 1
+    ends = [m.end() for m in _CUT.finditer(text)]
+    return ends[-1] if ends else 0

@@ -25,6 +25,9 @@ class Metrics:
             "ripple_rejected", "Requests refused before any work, by reason", ["reason"], registry=r
         )
         self.cancelled = Counter("ripple_cancelled", "Streams the client left before the end", registry=r)
+        self.flagged_sources = Counter(
+            "ripple_flagged_sources", "Retrieved chunks the retrieval rail left out (planted instructions)", registry=r
+        )
         self.deadline_exceeded = Counter(
             "ripple_deadline_exceeded", "Chat requests stopped at RIPPLE_REQUEST_TIMEOUT_S", registry=r
         )
