@@ -6,10 +6,12 @@ The input rail flags a user message when any of `INPUT_CHECKS` does: the phrase 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from guards.checks import contains_secret, looks_like_injection, looks_planted, mask_sensitive, strip_hidden
+from guards.grounding import Groundedness
 from guards.injection import default_classifier
 
 
@@ -61,6 +63,30 @@ async def ripple_check_retrieval(
         return [check_chunk(c) for c in chunks]
     paragraphs = str((context or {}).get("relevant_chunks") or "").split("\n\n")
     return "\n\n".join(c for c in map(check_chunk, paragraphs) if c is not None)
+
+
+def grounding_actions(judge: Groundedness) -> dict[str, Callable[..., Awaitable[Any]]]:
+    """The groundedness actions, bound to a judge (which holds the embedder). They read the answer from
+    `$bot_message` and the passages the model was given from `$ripple_sources`."""
+
+    def _inputs(context: dict[str, Any] | None) -> tuple[str, list[str]]:
+        context = context or {}
+        return str(context.get("bot_message") or ""), [str(s) for s in context.get("ripple_sources") or []]
+
+    async def ripple_check_groundedness(context: dict[str, Any] | None = None) -> bool:
+        """True when every judged sentence is supported by a source (the refusing rail)."""
+        answer, sources = _inputs(context)
+        return not await asyncio.to_thread(judge.unsupported, answer, sources)
+
+    async def ripple_flag_groundedness(context: dict[str, Any] | None = None) -> str:
+        """The answer with each unsupported sentence marked (the flagging rail)."""
+        answer, sources = _inputs(context)
+        return await asyncio.to_thread(judge.flag, answer, sources)
+
+    return {
+        "ripple_check_groundedness": ripple_check_groundedness,
+        "ripple_flag_groundedness": ripple_flag_groundedness,
+    }
 
 
 ACTIONS = {

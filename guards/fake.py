@@ -31,7 +31,7 @@ class FakeGuard:
             return Verdict(allowed=False, rail="fake input")
         return Verdict.ok()
 
-    async def check_output(self, messages: Sequence[Message], answer: str) -> Verdict:
+    async def check_output(self, messages: Sequence[Message], answer: str, sources: Sequence[str] = ()) -> Verdict:
         self.output_checks.append(answer)
         if any(word in answer for word in self.blocked_output):
             return Verdict(allowed=False, rail="fake output")

@@ -17,9 +17,11 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from guards import DEFAULT_CONFIG
-from guards.actions import ACTIONS
+from guards.actions import ACTIONS, grounding_actions
+from guards.grounding import EmbedFn, Groundedness
 from guards.injection import default_classifier
 from guards.llm import ChatFn, bind_provider
 from guards.protocol import Message, Verdict
@@ -41,15 +43,23 @@ class _NoHistory(dict[str, list[dict[str, object]]]):
         pass
 
 
+def _no_embedder(texts: Sequence[str]) -> list[list[float]]:
+    raise RuntimeError("the groundedness rails need an embedder")
+
+
 class NemoGuard:
-    def __init__(self, config_dir: Path, chat: ChatFn, *, model_name: str = "ripple") -> None:
+    def __init__(
+        self, config_dir: Path, chat: ChatFn, *, model_name: str = "ripple", embed: EmbedFn | None = None
+    ) -> None:
         self._config_dir = config_dir
+        self._embed = embed
         self._chat = chat
         self._model_name = model_name
         self._rails = None
         self._has_input = False
         self._has_output = False
         self._has_retrieval = False
+        self._grounded: list[str] = []
 
     async def start(self) -> None:
         from nemoguardrails import LLMRails, RailsConfig
@@ -69,6 +79,11 @@ class NemoGuard:
         rails = LLMRails(config)
         rails.events_history_cache = _NoHistory()
         for name, fn in ACTIONS.items():
+            rails.register_action(fn, name=name)
+        # Without an embedder (`ripple eval guards` runs input rails only) an output check with a
+        # groundedness rail is an error, not a silent pass.
+        self._grounded = [f for f in config.rails.output.flows if "groundedness" in f]
+        for name, fn in grounding_actions(Groundedness(self._embed or _no_embedder)).items():
             rails.register_action(fn, name=name)
         self._has_input = bool(config.rails.input.flows)
         self._has_output = bool(config.rails.output.flows)
@@ -95,10 +110,15 @@ class NemoGuard:
             return Verdict.ok()
         return await self._check([dict(m) for m in messages], "input")
 
-    async def check_output(self, messages: Sequence[Message], answer: str) -> Verdict:
+    async def check_output(self, messages: Sequence[Message], answer: str, sources: Sequence[str] = ()) -> Verdict:
         if not self._has_output:
             return Verdict.ok()
-        return await self._check([*(dict(m) for m in messages), {"role": "assistant", "content": answer}], "output")
+        if self._grounded and self._embed is None:
+            raise RuntimeError(f"the output rails {self._grounded} need an embedder: build NemoGuard with embed=...")
+        context: dict[str, Any] = {"role": "context", "content": {"ripple_sources": list(sources)}}
+        return await self._check(
+            [context, *(dict(m) for m in messages), {"role": "assistant", "content": answer}], "output"
+        )
 
     async def check_retrieval(self, chunks: Sequence[str]) -> list[str | None]:
         if not self._has_retrieval or not chunks:
@@ -112,7 +132,7 @@ class NemoGuard:
             raise RuntimeError(f"the retrieval rail failed ({status})")
         return result
 
-    async def _check(self, messages: list[dict[str, str]], kind: str) -> Verdict:
+    async def _check(self, messages: list[dict[str, Any]], kind: str) -> Verdict:
         from nemoguardrails.rails.llm.options import RailStatus, RailType
 
         if self._rails is None:

@@ -40,7 +40,9 @@ class Guard(Protocol):
 
     async def check_input(self, messages: Sequence[Message]) -> Verdict: ...
 
-    async def check_output(self, messages: Sequence[Message], answer: str) -> Verdict: ...
+    async def check_output(self, messages: Sequence[Message], answer: str, sources: Sequence[str] = ()) -> Verdict:
+        """`sources`: the passages the model was given, for rails that judge groundedness."""
+        ...
 
     async def check_retrieval(self, chunks: Sequence[str]) -> list[str | None]:
         """Each retrieved chunk as the prompt may carry it (cleaned), or None to leave it out (flagged)."""

@@ -187,6 +187,7 @@ class ChatService:
         # `released` is the model's text that passed the rails; `sent` is what the client got of it,
         # which differs when a rail masked something (a rail sees the model's text, cumulatively).
         pending, released, sent = "", "", ""
+        sources = [p.text for p in prepared.passages]
         finish, prompt_tokens, completion_tokens = "stop", prepared.prompt_tokens or 0, 0
         if not self.generator.ready:
             raise NotReadyError("the generator is not ready")
@@ -210,7 +211,9 @@ class ChatService:
                     if not cut:
                         continue  # one word, still growing
                     piece = pending[:cut]
-                    verdict = await self._check("output", guard.check_output(prepared.conversation, released + piece))
+                    verdict = await self._check(
+                        "output", guard.check_output(prepared.conversation, released + piece, sources)
+                    )
                     out = _passed(verdict, sent, piece)
                     if out is None:
                         finish, pending = "content_filter", ""
@@ -220,7 +223,9 @@ class ChatService:
                     released, sent, pending = released + piece, sent + out, pending[cut:]
                     window = min(window * 2, self.settings.stream_window_chars)
         if guard is not None and finish != "content_filter" and (pending or not released):
-            verdict = await self._check("output", guard.check_output(prepared.conversation, released + pending))
+            verdict = await self._check(
+                "output", guard.check_output(prepared.conversation, released + pending, sources)
+            )
             out = _passed(verdict, sent, pending)
             if out is None:
                 finish, pending = "content_filter", ""

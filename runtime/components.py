@@ -134,21 +134,28 @@ def chat_function(generator: Generator) -> Any:
     return chat
 
 
-def build_guard(settings: Settings, generator: Generator) -> Guard | None:
+def build_guard(settings: Settings, generator: Generator, embedder: Embedder | None = None) -> Guard | None:
+    """NeMo rails; `embedder` (the one that indexes documents) serves the groundedness rails."""
     if not settings.guards_enabled:
         return None
     from guards.nemo import NemoGuard
 
-    return NemoGuard(settings.guards_config, chat_function(generator), model_name=settings.served_model_name)
+    return NemoGuard(
+        settings.guards_config,
+        chat_function(generator),
+        model_name=settings.served_model_name,
+        embed=embedder.embed if embedder is not None else None,
+    )
 
 
 def build_components(settings: Settings) -> Components:
     generator = build_generator(settings)
+    embedder = build_embedder(settings)
     return Components(
         generator=generator,
-        embedder=build_embedder(settings),
+        embedder=embedder,
         store=build_store(settings),
-        guard=build_guard(settings, generator),
+        guard=build_guard(settings, generator, embedder),
         chunker=settings.chunker(),
         tenant=settings.tenant,
         embed_batch_size=settings.embed_batch_size,

@@ -23,6 +23,8 @@ from runtime.settings import Settings
 
 CORPUS = Path(__file__).parent.parent / "fixtures" / "corpus"
 
+EMBED = HashingEmbedder().embed  # bag-of-words vectors: groundedness logic without a model
+
 
 async def make_service(settings: Settings, guard: Guard | None, reply: str, delay: float = 0.0) -> ChatService:
     embedder, store = HashingEmbedder(), InMemoryStore()
@@ -125,9 +127,9 @@ async def test_a_window_never_releases_part_of_a_word_so_rails_see_secrets_whole
 
 
 async def test_masked_output_is_the_same_streamed_or_not_and_never_leaks(settings: Settings) -> None:
-    """The default NeMo output rail masks; 3-character deltas split the address and the grouped card number
+    """The default NeMo output rails mask and flag; 3-character deltas split the address and the grouped card number
     across windows, yet no part of either is sent, and the stream adds up to the non-streamed answer."""
-    guard = NemoGuard(DEFAULT_CONFIG, no_llm)
+    guard = NemoGuard(DEFAULT_CONFIG, no_llm, embed=EMBED)
     await guard.start()
     service = await make_service(
         settings.model_copy(update={"stream_first_window_chars": 1, "stream_window_chars": 24}), guard, "unused"
@@ -148,7 +150,12 @@ async def test_masked_output_is_the_same_streamed_or_not_and_never_leaks(setting
         for leak in ("ana", "lima", "example", "4111"):
             assert not any(leak in t for t in texts), (stream, leak, texts)
         answers[stream] = "".join(texts)
-    assert answers[True] == answers[False] == "Write to [EMAIL], then pay with [CARD NUMBER] before noon today."
+    # The fixture corpus says nothing about paying: the groundedness rail flags the sentence, in both.
+    assert (
+        answers[True]
+        == answers[False]
+        == ("Write to [EMAIL], then pay with [CARD NUMBER] before noon today. [not supported by the sources]")
+    )
 
 
 async def test_a_poisoned_document_never_reaches_the_prompt(settings: Settings, tmp_path: Path) -> None:
@@ -163,7 +170,7 @@ async def test_a_poisoned_document_never_reaches_the_prompt(settings: Settings, 
     )
     embedder, store = HashingEmbedder(), InMemoryStore()
     await Indexer(embedder, store).run([CORPUS, tmp_path])
-    guard = NemoGuard(DEFAULT_CONFIG, no_llm)
+    guard = NemoGuard(DEFAULT_CONFIG, no_llm, embed=EMBED)
     await guard.start()
     generator = FakeGenerator(reply="Mira Okonkwo.", ready=True)
     service = ChatService(settings, generator, QdrantRetriever(embedder, store), guard, Metrics())
