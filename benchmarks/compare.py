@@ -11,8 +11,10 @@
    dtype, max_model_len, enforce_eager and KV cache (VLLM_CPU_KVCACHE_SPACE), and run the same load
    with the augmented messages. The two servers never run at once: they would share the cores.
 5. Print Ripple/raw output-token throughput and the TTFT p50 difference (also net of retrieval).
+With `--rails both`, Ripple runs twice, rails on and off (one server after the other), and the
+rails' own cost is printed too: TTFT and TPOT p50 with rails on minus off, and the throughput ratio.
 Greedy decoding with `ignore_eos`, so both generate exactly `--max-tokens` tokens per answer.
-Run: `python -m benchmarks.compare --concurrency 1,8 --requests 24 --json out.json`.
+Run: `python -m benchmarks.compare --concurrency 1,8 --requests 24 [--rails on|off|both] --json out.json`.
 
 Importing `runtime.prompt`/`runtime.settings`/`runtime.models` here breaks the rule that benchmarks
 only see Ripple over HTTP, on purpose: a copy of the prompt packing could drift from the real one.
@@ -148,6 +150,25 @@ def ratios(ripple: dict[str, Any], raw: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def rails_costs(on: list[dict[str, Any]], off: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def delta(a: float | None, b: float | None) -> float | None:
+        return a - b if a is not None and b is not None else None
+
+    return [
+        {
+            "concurrency": a["load"]["concurrency"],
+            "ttft_p50_added_ms": delta(a["ttft_ms"]["p50"], b["ttft_ms"]["p50"]),
+            "tpot_p50_added_ms": delta(a["tpot_ms"]["p50"], b["tpot_ms"]["p50"]),
+            "throughput_ratio": (
+                a["throughput"]["output_tokens_per_s"] / b["throughput"]["output_tokens_per_s"]
+                if a["throughput"]["output_tokens_per_s"] and b["throughput"]["output_tokens_per_s"]
+                else None
+            ),
+        }
+        for a, b in zip(on, off, strict=True)
+    ]
+
+
 def print_table(rows: list[dict[str, Any]], ripple: list[dict[str, Any]], raw: list[dict[str, Any]]) -> None:
     head = "conc tok/s_ripple tok/s_raw ratio ttft50_ripple ttft50_raw added_ms retrieval_ms net_ms prompt_tok"
     print(" ".join(f"{c:>13}" for c in head.split()), " status ripple / raw")
@@ -173,7 +194,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=24, help="requests per level and server")
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--dataset", type=Path, help="questions (JSONL or one per line); default: 8 about docs/")
-    parser.add_argument("--rails", action=argparse.BooleanOptionalAction, default=True, help="Ripple's rails")
+    parser.add_argument("--rails", choices=["on", "off", "both"], default="on", help="Ripple's rails")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=300)
     parser.add_argument("--json", type=Path)
@@ -184,21 +205,41 @@ def main() -> None:
     logs = args.log_dir or Path(tempfile.mkdtemp(prefix="ripple-compare-"))
     logs.mkdir(parents=True, exist_ok=True)
     print(f"server logs: {logs}")
+    modes = {"on": [True], "off": [False], "both": [True, False]}[args.rails]
+    runs: dict[bool, list[dict[str, Any]]] = {}
+    ripple_start: dict[str, float | None] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        env = {"RIPPLE_QDRANT_PATH": f"{tmp}/qdrant", "RIPPLE_GUARDS_ENABLED": str(args.rails).lower()}
+        env = {"RIPPLE_QDRANT_PATH": f"{tmp}/qdrant"}
         # The settings `ripple serve` reads from the same environment (RIPPLE_* variables, RIPPLE_CONFIG).
-        overrides: dict[str, Any] = {"qdrant_path": Path(env["RIPPLE_QDRANT_PATH"]), "guards_enabled": args.rails}
+        overrides: dict[str, Any] = {"qdrant_path": Path(env["RIPPLE_QDRANT_PATH"])}
         settings = Settings(**overrides)
         subprocess.run([RIPPLE, "index", str(DOCS)], env={**os.environ, **env}, check=True, capture_output=True)
-        with ripple_server(env, logs / "ripple.log") as served:
-            prompts, differed = augmented(served.base_url, settings, questions)
-            ripple = run_loads(served.base_url, as_messages(questions), args, ripple=True)
-            ripple_start = served.start_seconds
+        prompts: list[list[Message]] = []
+        differed = 0
+        for rails in modes:
+            name = "on" if rails else "off"
+            with ripple_server({**env, "RIPPLE_GUARDS_ENABLED": str(rails).lower()}, logs / f"ripple-{name}.log") as s:
+                if not prompts:
+                    prompts, differed = augmented(s.base_url, settings, questions)
+                runs[rails] = run_loads(s.base_url, as_messages(questions), args, ripple=True)
+                ripple_start[name] = s.start_seconds
         with vllm_server(settings, logs / "vllm.log") as served:
             raw = run_loads(served.base_url, prompts, args, ripple=False)
             raw_start = served.start_seconds
-    rows = [ratios(a, b) for a, b in zip(ripple, raw, strict=True)]
-    print_table(rows, ripple, raw)
+    ripple = runs[modes[0]]
+    all_rows = {}
+    for rails, reports in runs.items():
+        all_rows["on" if rails else "off"] = rows = [ratios(a, b) for a, b in zip(reports, raw, strict=True)]
+        print(f"Ripple with rails {'on' if rails else 'off'} against raw vLLM:")
+        print_table(rows, reports, raw)
+    rails_cost = rails_costs(runs[True], runs[False]) if len(runs) == 2 else None
+    if rails_cost:
+        print("Rails' own cost (rails on minus off, same Ripple, same prompts):")
+        for row in rails_cost:
+            print(
+                f"  c={row['concurrency']}: TTFT p50 {fmt(row['ttft_p50_added_ms'])} ms, "
+                f"TPOT p50 {fmt(row['tpot_p50_added_ms'], 1)} ms, throughput ratio {fmt(row['throughput_ratio'], 3)}"
+            )
     mismatched = sorted(
         {q for a, b in zip(ripple, raw, strict=True) for q, n in a["prompt_tokens_by_prompt"].items()
          if n != b["prompt_tokens_by_prompt"].get(q)}
@@ -228,7 +269,10 @@ def main() -> None:
                 "rails": args.rails,
             },
             "start_s": {"ripple": ripple_start, "raw_vllm": raw_start},
-            "ratios": rows,
+            "ratios": all_rows[args.rails if args.rails != "both" else "on"],
+            "ratios_by_rails": all_rows,
+            "rails_cost": rails_cost,
+            "ripple_rails_off": runs.get(False),
             "retrieve_differed_from_citations": differed,
             "prompt_length_mismatches": mismatched,
             "ripple": ripple,

@@ -67,21 +67,21 @@ async def ripple_check_retrieval(
 
 def grounding_actions(judge: Groundedness) -> dict[str, Callable[..., Awaitable[Any]]]:
     """The groundedness actions, bound to a judge (which holds the embedder). They read the answer from
-    `$bot_message` and the passages the model was given from `$ripple_sources`."""
+    `$bot_message`, the passages the model was given from `$ripple_sources` and their stored vectors, when
+    retrieval returned them, from `$ripple_source_vectors`."""
 
-    def _inputs(context: dict[str, Any] | None) -> tuple[str, list[str]]:
+    def _inputs(context: dict[str, Any] | None) -> tuple[str, list[str], list[list[float]] | None]:
         context = context or {}
-        return str(context.get("bot_message") or ""), [str(s) for s in context.get("ripple_sources") or []]
+        sources = [str(s) for s in context.get("ripple_sources") or []]
+        return str(context.get("bot_message") or ""), sources, context.get("ripple_source_vectors")
 
     async def ripple_check_groundedness(context: dict[str, Any] | None = None) -> bool:
         """True when every judged sentence is supported by a source (the refusing rail)."""
-        answer, sources = _inputs(context)
-        return not await asyncio.to_thread(judge.unsupported, answer, sources)
+        return not await asyncio.to_thread(judge.unsupported, *_inputs(context))
 
     async def ripple_flag_groundedness(context: dict[str, Any] | None = None) -> str:
         """The answer with each unsupported sentence marked (the flagging rail)."""
-        answer, sources = _inputs(context)
-        return await asyncio.to_thread(judge.flag, answer, sources)
+        return await asyncio.to_thread(judge.flag, *_inputs(context))
 
     return {
         "ripple_check_groundedness": ripple_check_groundedness,

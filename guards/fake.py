@@ -31,7 +31,13 @@ class FakeGuard:
             return Verdict(allowed=False, rail="fake input")
         return Verdict.ok()
 
-    async def check_output(self, messages: Sequence[Message], answer: str, sources: Sequence[str] = ()) -> Verdict:
+    async def check_output(
+        self,
+        messages: Sequence[Message],
+        answer: str,
+        sources: Sequence[str] = (),
+        source_vectors: Sequence[Sequence[float]] | None = None,
+    ) -> Verdict:
         self.output_checks.append(answer)
         if any(word in answer for word in self.blocked_output):
             return Verdict(allowed=False, rail="fake output")

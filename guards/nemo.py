@@ -110,12 +110,22 @@ class NemoGuard:
             return Verdict.ok()
         return await self._check([dict(m) for m in messages], "input")
 
-    async def check_output(self, messages: Sequence[Message], answer: str, sources: Sequence[str] = ()) -> Verdict:
+    async def check_output(
+        self,
+        messages: Sequence[Message],
+        answer: str,
+        sources: Sequence[str] = (),
+        source_vectors: Sequence[Sequence[float]] | None = None,
+    ) -> Verdict:
         if not self._has_output:
             return Verdict.ok()
         if self._grounded and self._embed is None:
             raise RuntimeError(f"the output rails {self._grounded} need an embedder: build NemoGuard with embed=...")
-        context: dict[str, Any] = {"role": "context", "content": {"ripple_sources": list(sources)}}
+        vectors = [list(v) for v in source_vectors] if source_vectors is not None else None
+        context: dict[str, Any] = {
+            "role": "context",
+            "content": {"ripple_sources": list(sources), "ripple_source_vectors": vectors},
+        }
         return await self._check(
             [context, *(dict(m) for m in messages), {"role": "assistant", "content": answer}], "output"
         )

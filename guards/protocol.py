@@ -40,8 +40,15 @@ class Guard(Protocol):
 
     async def check_input(self, messages: Sequence[Message]) -> Verdict: ...
 
-    async def check_output(self, messages: Sequence[Message], answer: str, sources: Sequence[str] = ()) -> Verdict:
-        """`sources`: the passages the model was given, for rails that judge groundedness."""
+    async def check_output(
+        self,
+        messages: Sequence[Message],
+        answer: str,
+        sources: Sequence[str] = (),
+        source_vectors: Sequence[Sequence[float]] | None = None,
+    ) -> Verdict:
+        """`sources`: the passages the model was given, and their stored vectors when retrieval returned
+        them, for rails that judge groundedness."""
         ...
 
     async def check_retrieval(self, chunks: Sequence[str]) -> list[str | None]:

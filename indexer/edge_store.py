@@ -109,9 +109,13 @@ class EdgeStore:
             else None
         )
         if query.mode == "dense":
-            request = qe.QueryRequest(limit=query.limit, query=dense, filter=where, with_payload=True)
+            request = qe.QueryRequest(
+                limit=query.limit, query=dense, filter=where, with_payload=True, with_vector=[DENSE]
+            )
         elif query.mode == "sparse":
-            request = qe.QueryRequest(limit=query.limit, query=sparse, filter=where, with_payload=True)
+            request = qe.QueryRequest(
+                limit=query.limit, query=sparse, filter=where, with_payload=True, with_vector=[DENSE]
+            )
         else:
             request = qe.QueryRequest(
                 limit=query.limit,
@@ -121,6 +125,7 @@ class EdgeStore:
                 ],
                 query=qe.Fusion.Rrf(k=query.rrf_k, weights=[query.dense_weight, 1.0]),  # type: ignore[arg-type]
                 with_payload=True,
+                with_vector=[DENSE],
             )
         try:
             shard = await self._shard(version)
@@ -129,7 +134,7 @@ class EdgeStore:
             raise
         except Exception as exc:
             raise StoreError(f"Qdrant Edge search failed: {exc}") from exc
-        return [passage(str(p.id), p.payload or {}, p.score) for p in points]
+        return [passage(str(p.id), p.payload or {}, p.score, p.vector) for p in points]
 
     async def sample(self) -> dict[str, Any] | None:
         import qdrant_edge as qe

@@ -123,7 +123,10 @@ def payload(chunk: Chunk, extra: dict[str, Any]) -> dict[str, Any]:
     return {**asdict(chunk), **extra, "indexed_at": datetime.now(UTC).isoformat()}
 
 
-def passage(point_id: str, data: dict[str, Any], score: float) -> Passage:
+def passage(point_id: str, data: dict[str, Any], score: float, vector: Any = None) -> Passage:
+    """A search hit; `vector` is the point's dense vector (a list, or a dict by vector name) when fetched."""
+    if isinstance(vector, dict):
+        vector = vector.get(DENSE)
     return Passage(
         chunk_id=str(point_id),
         doc_id=data["doc_id"],
@@ -135,6 +138,7 @@ def passage(point_id: str, data: dict[str, Any], score: float) -> Passage:
         heading=data.get("heading", ""),
         page=data.get("page"),
         payload=data,
+        vector=tuple(float(x) for x in vector) if isinstance(vector, list | tuple) else None,
     )
 
 
@@ -199,10 +203,12 @@ class QdrantStore:
         try:
             if not await self._client.collection_exists(self.alias):
                 return []
-            result = await self._client.query_points(self.alias, limit=query.limit, with_payload=True, **args)
+            result = await self._client.query_points(
+                self.alias, limit=query.limit, with_payload=True, with_vectors=[DENSE], **args
+            )
         except Exception as exc:
             raise StoreError(f"Qdrant search failed: {exc}") from exc
-        return [passage(str(p.id), p.payload or {}, p.score) for p in result.points]
+        return [passage(str(p.id), p.payload or {}, p.score, p.vector) for p in result.points]
 
     async def sample(self) -> dict[str, Any] | None:
         if not await self._client.collection_exists(self.alias):
@@ -363,7 +369,7 @@ class InMemoryStore:
                     # Qdrant's weighted RRF: a weight stretches or shrinks the ranking's positions.
                     fused[k] = fused.get(k, 0.0) + 1.0 / ((rank + 1) / weight + query.rrf_k - 1)
             best = sorted(((s, k) for k, s in fused.items()), key=lambda t: (-t[0], t[1]))[: query.limit]
-        return [passage(k, points[k][2], s) for s, k in best]
+        return [passage(k, points[k][2], s, list(points[k][0])) for s, k in best]
 
     async def sample(self) -> dict[str, Any] | None:
         points = self._versions.get(self._published or "", {})

@@ -63,3 +63,5 @@ class Passage:
     heading: str = ""
     page: int | None = None
     payload: dict[str, Any] = field(default_factory=dict, compare=False)
+    vector: tuple[float, ...] | None = field(default=None, compare=False, repr=False)
+    """The chunk's dense vector as stored (the groundedness rail compares answer sentences with it)."""

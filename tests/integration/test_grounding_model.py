@@ -48,3 +48,14 @@ def test_sentences_on_other_topics_are_flagged(judge: Groundedness, sentence: st
     [(_, _, score)] = judge.unsupported(sentence, SOURCES)
     assert score < judge.threshold
     assert judge.flag(sentence, SOURCES) == sentence + FLAG
+
+
+def test_against_stored_passage_vectors_the_verdicts_are_the_same(judge: Groundedness) -> None:
+    """The runtime's path: the passages' stored vectors instead of their sentences."""
+    embedder = SentenceTransformerEmbedder(str(packaged_embedder_path()), device="cpu")
+    embedder.start()
+    stored = embedder.embed(SOURCES)
+    supported = "Mira Okonkwo designed the Zorblax protocol [1]. Lunar stations keep their clocks synchronised."
+    assert judge.unsupported(supported, SOURCES, stored) == []
+    off_topic = "Tomatoes need six hours of direct sunlight every day."
+    assert judge.flag(off_topic, SOURCES, stored) == off_topic + FLAG

@@ -85,3 +85,12 @@ async def test_the_default_rail_flags_and_without_an_embedder_fails_loudly() -> 
     assert (await bare.check_input(msgs)).allowed  # input rails need no embedder
     with pytest.raises(RuntimeError, match="need an embedder"):
         await bare.check_output(msgs, f"{SUPPORTED} {UNSUPPORTED}", SOURCES)
+
+
+def test_with_stored_vectors_the_sources_are_not_embedded_again() -> None:
+    embed = Counting()
+    g = Groundedness(embed)
+    stored = HashingEmbedder().embed(SOURCES)
+    answer = f"{SUPPORTED} {UNSUPPORTED} "
+    assert [answer[s:e].strip() for s, e, _ in g.unsupported(answer, SOURCES, stored)] == [UNSUPPORTED]
+    assert sorted(embed.texts) == sorted([SUPPORTED.replace("[1]", ""), UNSUPPORTED])  # the two claims only

@@ -202,3 +202,13 @@ async def test_edge_refuses_a_local_mode_folder_and_says_what_to_do(tmp_path: Pa
     await local.close()
     with pytest.raises(StoreError, match="RIPPLE_QDRANT_ENGINE=local"):
         await EdgeStore("docs", path=str(tmp_path / "q")).start()
+
+
+@pytest.mark.parametrize("mode", ["dense", "sparse", "hybrid"])
+async def test_hits_carry_their_stored_dense_vector(store: VectorStore, mode: str) -> None:
+    text = "the database replicates its write-ahead log"
+    await add(store, "b", text)
+    await store.publish(V1)
+    [hit] = await store.search(query("write-ahead log", mode=mode, limit=1))
+    assert hit.vector is not None
+    assert hit.vector == pytest.approx(EMBED.embed([hit.text])[0], abs=1e-6)
