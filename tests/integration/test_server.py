@@ -171,3 +171,35 @@ def test_sources_that_do_not_fit_the_context_are_dropped_and_reported(server: Se
     data = r.json()
     assert data["dropped_sources"] >= 1 and len(data["citations"]) + data["dropped_sources"] == 2
     assert data["usage"]["prompt_tokens"] <= 4096 - 1000
+
+
+def test_streamed_and_non_streamed_answers_get_the_same_rail_verdicts(server: Server) -> None:
+    """Same prompt, greedy decoding: the same text after the output rails (masking, groundedness marks) and
+    the same finish reason, whether the rails ran on stream windows or once on the whole answer. An uploaded
+    page gives the model an address to repeat; the rails must mask it in both."""
+    page = b"# Zorblax support\n\nThe Zorblax support desk answers at desk.lead@zorblax-support.org every weekday.\n"
+    r = httpx.post(f"{server.base_url}/v1/documents", files={"file": ("support.md", page, "text/markdown")})
+    doc = r.json()["document"]
+    deadline = time.monotonic() + 120
+    while httpx.get(f"{server.base_url}/v1/jobs/{r.json()['job']['id']}").json()["status"] != "done":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    try:
+        answers = []
+        for question in (QUESTION, "Quote the sentence about the Zorblax support desk word for word."):
+            body = {"messages": [{"role": "user", "content": question}], "max_tokens": 64, "temperature": 0}
+            whole = httpx.post(f"{server.base_url}/v1/chat/completions", json=body, timeout=120).json()
+            with httpx.stream(
+                "POST", f"{server.base_url}/v1/chat/completions", json={**body, "stream": True}, timeout=120
+            ) as s:
+                events, done = parse_events(s.iter_lines())
+            assert done
+            streamed = "".join(e["choices"][0]["delta"].get("content", "") for e in events if e["choices"])
+            finish = next(e for e in events if e["choices"] and e["choices"][0]["finish_reason"])
+            assert streamed == whole["choices"][0]["message"]["content"], question
+            assert finish["choices"][0]["finish_reason"] == whole["choices"][0]["finish_reason"]
+            assert "desk.lead" not in streamed and "zorblax-support.org" not in streamed
+            answers.append(streamed)
+        print("answers after the rails:", answers)
+    finally:
+        httpx.delete(f"{server.base_url}/v1/documents/{doc['id']}")
