@@ -50,7 +50,7 @@ async def ripple_mask_output(context: dict[str, Any] | None = None) -> str:
 def check_chunk(text: str) -> str | None:
     """A retrieved chunk without its hidden characters, or None when it carries planted instructions."""
     visible = strip_hidden(text)
-    return None if looks_planted(visible) else visible
+    return None if not visible.strip() or looks_planted(visible) else visible
 
 
 async def ripple_check_retrieval(

@@ -37,7 +37,7 @@ _PLANTED = re.compile(
         (ai|llms?|language\s+models?|assistants?|chatbots?|bots?)\b
     | \b(ai|llm|language\s+model|assistant|chatbot)s?\s+(reading|processing|summari[sz]ing)\s+this\b
     | \b(new|updated|real|actual|important)\s+instructions?\s*:
-    | (^|\n)\s*(system|assistant)\s*:\s
+    | ^[^\S\n]*(system|assistant)[^\S\n]*:\s
     | <\|(im_start|im_end|system|user|assistant|endoftext)\|> | \[/?INST\] | <</?SYS>> | \#\#\#\s*(instruction|system)\b
     | \b(respond|reply|answer|say|output)\s+(only\s+)?with\s+(only\s+)?["'“]
     | \b(respond|reply|answer)\s+only\s+(with|in)\b
@@ -55,7 +55,7 @@ _PLANTED = re.compile(
     | \bneue\s+(anweisung|aufgabe) | \b(ich\s+möchte,?\s+dass\s+sie\s+als|stell\s+dir\s+vor,?\s+du\s+bist)\b
     | \b(jetzt|nun)\s+(bist\s+du|folgen\s+(weitere|neue))\b
     """,
-    re.IGNORECASE | re.VERBOSE,
+    re.IGNORECASE | re.VERBOSE | re.MULTILINE,
 )
 
 # Secrets that must never leave in an answer.
@@ -85,10 +85,16 @@ _MASKS: tuple[tuple[re.Pattern[str], str], ...] = (
         ),
         "[API KEY]",
     ),
-    (re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"), "[EMAIL]"),
+    # Starts only where a run of address characters starts: linear time on long runs without an "@".
+    (
+        re.compile(r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"),
+        "[EMAIL]",
+    ),
 )
-# 13 to 19 digits, optionally in groups split by one space or dash; masked only when the Luhn check holds.
-_CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
+# A run of digit groups split by one space or dash; any stretch of whole groups in it with 13 to 19
+# digits that passes the Luhn check is a card number ("4111 1111 1111 1111 12/27", "Step 3 4111 ...").
+_DIGIT_RUN = re.compile(r"\d+(?:[ -]\d+)*")
+_GROUP = re.compile(r"\d+")
 
 
 def _luhn(digits: str) -> bool:
@@ -100,15 +106,34 @@ def _luhn(digits: str) -> bool:
 
 
 def _mask_card(match: re.Match[str]) -> str:
-    digits = re.sub(r"\D", "", match.group())
-    return "[CARD NUMBER]" if _luhn(digits) else match.group()
+    run = match.group()
+    groups = [(g.start(), g.end()) for g in _GROUP.finditer(run)]
+    out, at, i = [], 0, 0
+    while i < len(groups):
+        best = None  # the longest card starting at group i: one group of 13-19 digits, or groups of 3-6
+        digits, first = "", run[groups[i][0] : groups[i][1]]
+        for j in range(i, len(groups)):
+            group = run[groups[j][0] : groups[j][1]]
+            if j > i and not (3 <= len(first) <= 6 and 3 <= len(group) <= 6):
+                break
+            digits += group
+            if len(digits) > 19:
+                break
+            if len(digits) >= 13 and _luhn(digits):
+                best = j
+        if best is None:
+            i += 1
+            continue
+        out.append(run[at : groups[i][0]] + "[CARD NUMBER]")
+        at, i = groups[best][1], best + 1
+    return "".join(out) + run[at:]
 
 
 def mask_sensitive(text: str) -> str:
     """`text` with private keys, API keys, email addresses and card numbers replaced by placeholders."""
     for pattern, placeholder in _MASKS:
         text = pattern.sub(placeholder, text)
-    return _CARD.sub(_mask_card, text)
+    return _DIGIT_RUN.sub(_mask_card, text)
 
 
 # Every format character (Unicode category Cf, as of Unicode 14): zero-width spaces and joiners, bidi

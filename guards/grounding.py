@@ -32,7 +32,13 @@ EmbedFn = Callable[[Sequence[str]], Sequence[Sequence[float]]]
 
 FLAG = " [not supported by the sources]"
 PASSAGE_THRESHOLD = 0.30
-_SENTENCE = re.compile(r".+?[.!?]+(?=\s|$)|.+$", re.DOTALL)
+# A sentence: text up to a run of end marks, with any citation markers right after it ("blue.[1]"),
+# followed by whitespace or the end of the text so far. The lookbehind starts the run of end marks
+# at its first mark, which keeps matching linear on long runs of dots. `fragment`: the unfinished
+# rest, never judged.
+_SENTENCE = re.compile(
+    r"(?P<sentence>.+?(?<![.!?])[.!?]+(?:\s*\[\d+(?:\s*,\s*\d+)*\])*)(?=\s|$)|(?P<fragment>.+$)", re.DOTALL
+)
 _CITATION = re.compile(r"\[\d+(?:\s*,\s*\d+)*\]")
 
 
@@ -75,7 +81,7 @@ class Groundedness:
         spans = []
         for m in _SENTENCE.finditer(text):
             body = _CITATION.sub("", m.group()).strip()
-            if body[-1:] in (".", "!", "?") and len(body.split()) >= self.min_words:
+            if m.group("sentence") and len(body.split()) >= self.min_words:
                 spans.append((m.start(), m.end()))
         return spans
 
@@ -98,7 +104,9 @@ class Groundedness:
             limit = self.passage_threshold
             return [(s, e, float(v)) for (s, e), v in zip(spans, best, strict=True) if v < limit]
         # Every sentence of the sources counts, however short, and so does a last fragment.
-        source_sentences = [part.strip() for source in sources for part in _SENTENCE.findall(source) if part.strip()]
+        source_sentences = [
+            part for source in sources for m in _SENTENCE.finditer(source) if (part := m.group().strip())
+        ]
         if not source_sentences:
             return [(s, e, 0.0) for s, e in spans]
         claims = [_CITATION.sub("", answer[s:e]).strip() for s, e in spans]

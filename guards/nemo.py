@@ -92,7 +92,12 @@ class NemoGuard:
         if unsupported := [f for f in retrieval if f != RETRIEVAL_FLOW]:
             logger.warning("retrieval rails other than %r are not run by Ripple: %s", RETRIEVAL_FLOW, unsupported)
         self._rails = rails
-        logger.info("rails ready: input=%s output=%s", config.rails.input.flows, config.rails.output.flows)
+        logger.info(
+            "rails ready: input=%s retrieval=%s output=%s",
+            config.rails.input.flows,
+            retrieval,
+            config.rails.output.flows,
+        )
 
     async def close(self) -> None:
         self._rails = None

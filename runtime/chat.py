@@ -7,7 +7,7 @@ Input rails run concurrently with retrieval; a refusal cancels the retrieval. Th
 then cleans the chunks (hidden characters) and leaves out those carrying planted instructions. When the guard has
 output rails, streamed text is held until its window has passed them, so nothing unchecked reaches
 the client. Windows are cut at word boundaries (a word is never split, unless it alone is longer
-than `stream_window_chars`, so a rail sees a secret whole) and grow from `stream_first_window_chars`
+than 512 characters, so a rail sees a secret whole) and grow from `stream_first_window_chars`
 to `stream_window_chars`. Without output rails each delta passes straight through. The HTTP framing
 lives in `runtime.api`, not here.
 """
@@ -206,10 +206,13 @@ class ChatService:
                         released, pending = released + pending, ""
                     continue
                 if len(pending) >= window:
-                    # A window never ends inside a word, unless one word alone fills the largest window.
-                    cut = _word_boundary(pending) or (
-                        len(pending) if len(pending) >= self.settings.stream_window_chars else 0
-                    )
+                    # A window never ends inside a word, nor inside a run of digit groups unless the run
+                    # alone fills the largest window; a word is cut only when it reaches _LONGEST_WORD.
+                    cut = _word_boundary(pending)
+                    if not cut and len(pending) >= self.settings.stream_window_chars:
+                        cut = _any_whitespace(pending)
+                    if not cut and len(pending) >= _LONGEST_WORD:
+                        cut = len(pending)
                     if not cut:
                         continue  # one word, still growing
                     piece = pending[:cut]
@@ -256,6 +259,14 @@ def _passed(verdict: Verdict, sent: str, piece: str) -> str | None:
 # A cut goes after whitespace that follows neither a digit nor a dash, so a number written in groups
 # ("4111 1111 1111 1111") reaches the rails whole, like a word.
 _CUT = re.compile(r"(?<![\d-])[ \n]")
+
+
+_LONGEST_WORD = 512
+"""A "word" this long (no whitespace at all) is cut anyway, so a stream without spaces still moves."""
+
+
+def _any_whitespace(text: str) -> int:
+    return max(text.rfind(" "), text.rfind("\n")) + 1
 
 
 def _word_boundary(text: str) -> int:

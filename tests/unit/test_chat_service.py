@@ -181,3 +181,23 @@ async def test_a_poisoned_document_never_reaches_the_prompt(settings: Settings, 
     events = [e async for e in service.events(prepared, "p1", stream=True)]
     assert isinstance(events[-1], FinishEvent) and events[-1].flagged_sources == 1
     assert service.metrics.flagged_sources._value.get() == 1
+
+
+async def test_a_long_word_is_not_cut_at_the_window_size(settings: Settings) -> None:
+    """A markdown link with an address is one 50-character word: it reaches the rails whole, not cut at 40."""
+    guard = NemoGuard(DEFAULT_CONFIG, no_llm, embed=EMBED)
+    await guard.start()
+    service = await make_service(settings.model_copy(update={"stream_window_chars": 40}), guard, "unused")
+    text = "Mail [jane.doe@example.com](mailto:jane.doe@example.com) today"
+
+    async def in_pieces(request_id: str, messages: object, options: object):  # type: ignore[no-untyped-def]
+        for i in range(0, len(text), 3):
+            yield Delta(text=text[i : i + 3], finish_reason="stop" if i + 3 >= len(text) else None)
+
+    service.generator.generate = in_pieces  # type: ignore[method-assign]
+    prepared = await service.prepare(request("Who do I mail?"))
+    events = [e async for e in service.events(prepared, "w1", stream=True)]
+    texts = [e.text for e in events if isinstance(e, TextEvent)]
+    assert isinstance(events[-1], FinishEvent) and events[-1].finish_reason == "stop"
+    assert "".join(texts).startswith("Mail [[EMAIL]](mailto:[EMAIL]) today")
+    assert not any("jane" in t or "example" in t for t in texts)

@@ -94,3 +94,22 @@ def test_with_stored_vectors_the_sources_are_not_embedded_again() -> None:
     answer = f"{SUPPORTED} {UNSUPPORTED} "
     assert [answer[s:e].strip() for s, e, _ in g.unsupported(answer, SOURCES, stored)] == [UNSUPPORTED]
     assert sorted(embed.texts) == sorted([SUPPORTED.replace("[1]", ""), UNSUPPORTED])  # the two claims only
+
+
+def test_a_citation_after_the_end_mark_belongs_to_its_sentence() -> None:
+    """A stream's window and the whole answer must judge the same sentences, or the marks would differ."""
+    g = Groundedness(HashingEmbedder().embed)
+    window = f"{UNSUPPORTED}[2] "
+    whole = f"{UNSUPPORTED}[2] {SUPPORTED} More"
+    assert g.flag(whole, SOURCES).startswith(g.flag(window, SOURCES))
+    assert [whole[s:e].strip() for s, e in g.sentences(whole)] == [f"{UNSUPPORTED}[2]", SUPPORTED]
+
+
+async def test_a_failing_groundedness_check_blocks_rather_than_passes() -> None:
+    def broken(texts: Sequence[str]) -> list[list[float]]:
+        raise OSError("embedder gone")
+
+    g = NemoGuard(DEFAULT_CONFIG, no_llm, embed=broken)
+    await g.start()
+    verdict = await g.check_output([{"role": "user", "content": "q"}], f"{UNSUPPORTED} ", SOURCES)
+    assert not verdict.allowed

@@ -129,6 +129,12 @@ async def test_checks_leave_no_history_behind() -> None:
         ("a\n-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\nb", "a\n[PRIVATE KEY]\nb"),
         ("token ghp_" + "a" * 36 + ", slack xoxb-1234567890-abc", "token [API KEY], slack [API KEY]"),
         ("card 5555-5555-5555-4444.", "card [CARD NUMBER]."),
+        # A card beside other digits is still found (a stretch of whole groups that passes Luhn).
+        ("Card 4111 1111 1111 1111 12/27 CVV 123", "Card [CARD NUMBER] 12/27 CVV 123"),
+        ("card 4111 1111 1111 1111 123", "card [CARD NUMBER] 123"),
+        ("Step 3 4111 1111 1111 1111.", "Step 3 [CARD NUMBER]."),
+        ("amex 3782 822463 10005", "amex [CARD NUMBER]"),
+        ("1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20", "1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20"),
         ("in 2023, ISBN 978-3-16-148410-0, call 0123 456 789", "in 2023, ISBN 978-3-16-148410-0, call 0123 456 789"),
         ("see docs@ or @handle or a@b", "see docs@ or @handle or a@b"),
     ],
