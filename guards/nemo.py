@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from guards import DEFAULT_CONFIG
-from guards.actions import ACTIONS, grounding_actions
+from guards.actions import ACTIONS, SOURCES, grounding_actions
 from guards.grounding import EmbedFn, Groundedness
 from guards.injection import default_classifier
 from guards.llm import ChatFn, bind_provider
@@ -126,14 +126,11 @@ class NemoGuard:
             return Verdict.ok()
         if self._grounded and self._embed is None:
             raise RuntimeError(f"the output rails {self._grounded} need an embedder: build NemoGuard with embed=...")
-        vectors = [list(v) for v in source_vectors] if source_vectors is not None else None
-        context: dict[str, Any] = {
-            "role": "context",
-            "content": {"ripple_sources": list(sources), "ripple_source_vectors": vectors},
-        }
-        return await self._check(
-            [context, *(dict(m) for m in messages), {"role": "assistant", "content": answer}], "output"
-        )
+        token = SOURCES.set((sources, source_vectors))
+        try:
+            return await self._check([*(dict(m) for m in messages), {"role": "assistant", "content": answer}], "output")
+        finally:
+            SOURCES.reset(token)
 
     async def check_retrieval(self, chunks: Sequence[str]) -> list[str | None]:
         if not self._has_retrieval or not chunks:
