@@ -4,7 +4,7 @@ embedder (MiniLM) and SciFact abstracts as the retrieved passages.
 Per round: the input rail on a question, the retrieval rail on 5 passages, then the output rails as a
 stream calls them: on the first word, on the first complete sentence (groundedness embeds it) and on
 the second. The output checks get the passages' vectors as the runtime does (the store returns them),
-or, with `--no-vectors`, none, so groundedness embeds the passages' sentences instead. Prints p50/p95
+or, with `--no-vectors`, none, so groundedness embeds each passage once. Prints p50/p95
 per check and writes JSON. Run: `python -m benchmarks.rails_checks [--rounds 20] [--json PATH]`.
 """
 
@@ -25,6 +25,7 @@ from guards import DEFAULT_CONFIG
 from guards.evaluation import no_llm
 from guards.nemo import NemoGuard
 from indexer.embedder import SentenceTransformerEmbedder
+from indexer.types import Passage
 from runtime.models import packaged_embedder_path
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -49,16 +50,20 @@ async def measure(rounds: int, vectors: bool) -> dict[str, list[float]]:
 
     for i in range(rounds):
         docs = [json.loads(line) for line in rng.sample(lines, 5)]
-        passages = [f"{d['title']}. {d['text']}"[:1000] for d in docs]
-        stored = embedder.embed(passages) if vectors else None
+        texts = [f"{d['title']}. {d['text']}"[:1000] for d in docs]
+        stored = embedder.embed(texts) if vectors else [None] * len(texts)
+        passages = [
+            Passage(f"c{i}", f"d{i}", "scifact", t, 1.0, 0, len(t), vector=tuple(v) if v is not None else None)
+            for i, (t, v) in enumerate(zip(texts, stored, strict=True))
+        ]
         question = [{"role": "user", "content": f"What does study {i} report about cell growth?"}]
         first = f"According to study {i}, the cells grew faster in the treated cultures. "
         second = first + "The effect was smaller in older animals than in young ones. "
         await timed("input", guard.check_input(question))
-        await timed("retrieval", guard.check_retrieval(passages))
-        await timed("output_first_word", guard.check_output(question, "According ", passages, stored))
-        await timed("output_first_sentence", guard.check_output(question, first, passages, stored))
-        await timed("output_second_sentence", guard.check_output(question, second, passages, stored))
+        await timed("retrieval", guard.check_retrieval(texts))
+        await timed("output_first_word", guard.check_output(question, "According ", passages))
+        await timed("output_first_sentence", guard.check_output(question, first, passages))
+        await timed("output_second_sentence", guard.check_output(question, second, passages))
     return times
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from guards.checks import contains_secret, looks_like_injection, looks_planted, mask_sensitive, strip_hidden
 from guards.grounding import Groundedness
 from guards.injection import default_classifier
+from indexer.types import Passage
 
 
 def _classifier(text: str) -> bool:
@@ -66,22 +67,18 @@ async def ripple_check_retrieval(
     return "\n\n".join(c for c in map(check_chunk, paragraphs) if c is not None)
 
 
-SOURCES: ContextVar[tuple[Sequence[str], Sequence[Sequence[float]] | None]] = ContextVar(
-    "ripple_sources", default=((), None)
-)
-"""The passages of the answer being checked, and their stored vectors: set around each output check."""
+SOURCES: ContextVar[Sequence[Passage]] = ContextVar("ripple_sources", default=())
+"""The passages the model was given for the answer being checked: set around each output check."""
 
 
 def grounding_actions(judge: Groundedness) -> dict[str, Callable[..., Awaitable[Any]]]:
     """The groundedness actions, bound to a judge (which holds the embedder). They read the answer from
-    `$bot_message`, and the passages the model was given (with their stored vectors, when retrieval
-    returned them) from `SOURCES`, which the caller of the check sets. They do not travel in NeMo's
-    context: NeMo serialises its messages for history keys at every check, and 5 x 384 floats cost
-    milliseconds there."""
+    `$bot_message`, and the passages the model was given (with their stored vectors) from `SOURCES`,
+    which the caller of the check sets. They do not travel in NeMo's context: NeMo serialises its
+    messages for history keys at every check, and 5 x 384 floats cost milliseconds there."""
 
-    def _inputs(context: dict[str, Any] | None) -> tuple[str, Sequence[str], Sequence[Sequence[float]] | None]:
-        sources, vectors = SOURCES.get()
-        return str((context or {}).get("bot_message") or ""), sources, vectors
+    def _inputs(context: dict[str, Any] | None) -> tuple[str, Sequence[Passage]]:
+        return str((context or {}).get("bot_message") or ""), SOURCES.get()
 
     async def ripple_check_groundedness(context: dict[str, Any] | None = None) -> bool:
         """True when every judged sentence is supported by a source (the refusing rail)."""

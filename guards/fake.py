@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from guards.protocol import Message, Verdict
+from indexer.types import Passage
 
 
 @dataclass
@@ -35,8 +36,7 @@ class FakeGuard:
         self,
         messages: Sequence[Message],
         answer: str,
-        sources: Sequence[str] = (),
-        source_vectors: Sequence[Sequence[float]] | None = None,
+        sources: Sequence[Passage] = (),
     ) -> Verdict:
         self.output_checks.append(answer)
         if any(word in answer for word in self.blocked_output):

@@ -1,22 +1,18 @@
-"""Groundedness: is each sentence of an answer supported by the sources the model was given?
+"""Groundedness: is each sentence of an answer supported by the passages the model was given?
 
-A sentence is supported when its embedding is close enough (cosine >= `threshold`) to at least one
-sentence of the sources, with the same embedder that indexes the documents. This measures whether the
-answer talks about what the sources say, not whether it follows from them: a sentence that
-contradicts a source on its own topic still scores high. Calibrated on SciFact's train claims (200,
-all-MiniLM-L6-v2): a claim against the best sentence of its gold abstract scores >= 0.40 for 94.5% of
-claims, against a random abstract < 0.40 for 98.5% (AUC 0.995), hence the default 0.40.
+A sentence is supported when its embedding, by the embedder that indexes the documents, has cosine
+>= `threshold` with at least one passage's vector. Passages come with their stored vectors (every
+store returns them with a search hit), so only the answer's sentences are embedded; a passage without
+one is embedded once. This measures whether the answer talks about what the passages say, not whether
+it follows from them: a sentence that contradicts a passage on its own topic still scores high.
+Calibrated on SciFact's train claims (200, all-MiniLM-L6-v2): a claim against its gold abstract scores
+>= 0.30 for 95.5% of claims, against a random abstract < 0.30 for 96.5% (AUC 0.991).
 
-The runtime passes the passages' stored chunk vectors, so a sentence is compared with whole passages
-and the sources are never embedded again (embedding 5 passages' sentences took 0.7 s on 2 CPU cores,
-against about 10 ms for one answer sentence). Against whole abstracts the same claims score >= 0.30
-for 95.5% (gold) and < 0.30 for 96.5% (random; AUC 0.991), hence `PASSAGE_THRESHOLD` 0.30.
-
-Only complete sentences are judged: text ending with . ! or ? (followed by whitespace or the end of
-the text so far), so a stream's windows and the whole answer judge the same sentences; a last
-fragment with no end mark is not judged. Sentences under `min_words` words ("See [1].") and citation
-markers are not judged. Vectors are cached by text, so a stream's growing answer and the same sources
-are embedded once per request.
+Only complete sentences are judged: text ending with . ! or ? and any citation markers right after
+(followed by whitespace or the end of the text so far), so a stream's windows and the whole answer
+judge the same sentences; a last fragment with no end mark is not judged, nor are sentences under
+`min_words` words ("See [1]."). Vectors are cached by text, so a stream's growing answer is embedded
+once per sentence.
 """
 
 from __future__ import annotations
@@ -28,10 +24,11 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from indexer.types import Passage
+
 EmbedFn = Callable[[Sequence[str]], Sequence[Sequence[float]]]
 
 FLAG = " [not supported by the sources]"
-PASSAGE_THRESHOLD = 0.30
 # A sentence: text up to a run of end marks, with any citation markers right after it ("blue.[1]"),
 # followed by whitespace or the end of the text so far. The lookbehind starts the run of end marks
 # at its first mark, which keeps matching linear on long runs of dots. `fragment`: the unfinished
@@ -47,14 +44,12 @@ class Groundedness:
         self,
         embed: EmbedFn,
         *,
-        threshold: float = 0.40,
-        passage_threshold: float = PASSAGE_THRESHOLD,
+        threshold: float = 0.30,
         min_words: int = 4,
         cache: int = 4096,
     ) -> None:
         self._embed = embed
         self.threshold = threshold
-        self.passage_threshold = passage_threshold
         self.min_words = min_words
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = cache
@@ -85,38 +80,25 @@ class Groundedness:
                 spans.append((m.start(), m.end()))
         return spans
 
-    def unsupported(
-        self, answer: str, sources: Sequence[str], vectors: Sequence[Sequence[float]] | None = None
-    ) -> list[tuple[int, int, float]]:
-        """(start, end, best similarity) of each judged sentence of `answer` below the threshold.
-
-        With `vectors` (the sources' stored chunk vectors, as retrieval returns them) a sentence is
-        compared with whole passages and nothing of the sources is embedded again; without them, with
-        each sentence of the sources (more precise, but the sources cost an embedding per request)."""
+    def unsupported(self, answer: str, passages: Sequence[Passage]) -> list[tuple[int, int, float]]:
+        """(start, end, best similarity) of each judged sentence of `answer` below the threshold."""
         spans = self.sentences(answer)
         if not spans:
             return []
-        if vectors is not None and len(vectors) == len(sources) and len(vectors) > 0:
-            claims = [_CITATION.sub("", answer[s:e]).strip() for s, e in spans]
-            stored = np.asarray(vectors, dtype=np.float32)
-            stored /= np.maximum(np.linalg.norm(stored, axis=1, keepdims=True), 1e-12)
-            best = (self._vectors(claims) @ stored.T).max(axis=1)
-            limit = self.passage_threshold
-            return [(s, e, float(v)) for (s, e), v in zip(spans, best, strict=True) if v < limit]
-        # Every sentence of the sources counts, however short, and so does a last fragment.
-        source_sentences = [
-            part for source in sources for m in _SENTENCE.finditer(source) if (part := m.group().strip())
-        ]
-        if not source_sentences:
+        if not passages:
             return [(s, e, 0.0) for s, e in spans]
+        missing = [p.text for p in passages if p.vector is None]
+        embedded = iter(self._vectors(missing)) if missing else iter(())
+        stored = np.stack([np.asarray(p.vector, dtype=np.float32) if p.vector else next(embedded) for p in passages])
+        stored /= np.maximum(np.linalg.norm(stored, axis=1, keepdims=True), 1e-12)
         claims = [_CITATION.sub("", answer[s:e]).strip() for s, e in spans]
-        scores = (self._vectors(claims) @ self._vectors(source_sentences).T).max(axis=1)
-        return [(s, e, float(score)) for (s, e), score in zip(spans, scores, strict=True) if score < self.threshold]
+        best = (self._vectors(claims) @ stored.T).max(axis=1)
+        return [(s, e, float(v)) for (s, e), v in zip(spans, best, strict=True) if v < self.threshold]
 
-    def flag(self, answer: str, sources: Sequence[str], vectors: Sequence[Sequence[float]] | None = None) -> str:
+    def flag(self, answer: str, passages: Sequence[Passage]) -> str:
         """`answer` with `FLAG` after each unsupported sentence."""
         out, at = [], 0
-        for _, end, _ in self.unsupported(answer, sources, vectors):
+        for _, end, _ in self.unsupported(answer, passages):
             stripped = answer[at:end].rstrip()
             out.append(stripped + FLAG + answer[at + len(stripped) : end])
             at = end

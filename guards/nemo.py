@@ -25,6 +25,7 @@ from guards.grounding import EmbedFn, Groundedness
 from guards.injection import default_classifier
 from guards.llm import ChatFn, bind_provider
 from guards.protocol import Message, Verdict
+from indexer.types import Passage
 
 logger = logging.getLogger(__name__)
 
@@ -41,10 +42,6 @@ class _NoHistory(dict[str, list[dict[str, object]]]):
 
     def __setitem__(self, key: str, value: list[dict[str, object]]) -> None:
         pass
-
-
-def _no_embedder(texts: Sequence[str]) -> list[list[float]]:
-    raise RuntimeError("the groundedness rails need an embedder")
 
 
 class NemoGuard:
@@ -81,10 +78,11 @@ class NemoGuard:
         for name, fn in ACTIONS.items():
             rails.register_action(fn, name=name)
         # Without an embedder (`ripple eval guards` runs input rails only) an output check with a
-        # groundedness rail is an error, not a silent pass.
+        # groundedness rail is an error (see check_output), not a silent pass.
         self._grounded = [f for f in config.rails.output.flows if "groundedness" in f]
-        for name, fn in grounding_actions(Groundedness(self._embed or _no_embedder)).items():
-            rails.register_action(fn, name=name)
+        if self._embed is not None:
+            for name, fn in grounding_actions(Groundedness(self._embed)).items():
+                rails.register_action(fn, name=name)
         self._has_input = bool(config.rails.input.flows)
         self._has_output = bool(config.rails.output.flows)
         retrieval = list(config.rails.retrieval.flows)
@@ -119,14 +117,13 @@ class NemoGuard:
         self,
         messages: Sequence[Message],
         answer: str,
-        sources: Sequence[str] = (),
-        source_vectors: Sequence[Sequence[float]] | None = None,
+        sources: Sequence[Passage] = (),
     ) -> Verdict:
         if not self._has_output:
             return Verdict.ok()
         if self._grounded and self._embed is None:
             raise RuntimeError(f"the output rails {self._grounded} need an embedder: build NemoGuard with embed=...")
-        token = SOURCES.set((sources, source_vectors))
+        token = SOURCES.set(sources)
         try:
             return await self._check([*(dict(m) for m in messages), {"role": "assistant", "content": answer}], "output")
         finally:

@@ -10,6 +10,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from indexer.types import Passage
+
 Message = Mapping[str, str]
 
 
@@ -44,11 +46,10 @@ class Guard(Protocol):
         self,
         messages: Sequence[Message],
         answer: str,
-        sources: Sequence[str] = (),
-        source_vectors: Sequence[Sequence[float]] | None = None,
+        sources: Sequence[Passage] = (),
     ) -> Verdict:
-        """`sources`: the passages the model was given, and their stored vectors when retrieval returned
-        them, for rails that judge groundedness."""
+        """`sources`: the passages the model was given (with their stored vectors), for rails that judge
+        groundedness."""
         ...
 
     async def check_retrieval(self, chunks: Sequence[str]) -> list[str | None]:

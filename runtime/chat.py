@@ -187,9 +187,6 @@ class ChatService:
         # `released` is the model's text that passed the rails; `sent` is what the client got of it,
         # which differs when a rail masked something (a rail sees the model's text, cumulatively).
         pending, released, sent = "", "", ""
-        sources = [p.text for p in prepared.passages]
-        vectors = [p.vector for p in prepared.passages if p.vector is not None]
-        source_vectors = vectors if len(vectors) == len(sources) else None
         finish, prompt_tokens, completion_tokens = "stop", prepared.prompt_tokens or 0, 0
         if not self.generator.ready:
             raise NotReadyError("the generator is not ready")
@@ -217,7 +214,7 @@ class ChatService:
                         continue  # one word, still growing
                     piece = pending[:cut]
                     verdict = await self._check(
-                        "output", guard.check_output(prepared.conversation, released + piece, sources, source_vectors)
+                        "output", guard.check_output(prepared.conversation, released + piece, prepared.passages)
                     )
                     out = _passed(verdict, sent, piece)
                     if out is None:
@@ -229,7 +226,7 @@ class ChatService:
                     window = min(window * 2, self.settings.stream_window_chars)
         if guard is not None and finish != "content_filter" and (pending or not released):
             verdict = await self._check(
-                "output", guard.check_output(prepared.conversation, released + pending, sources, source_vectors)
+                "output", guard.check_output(prepared.conversation, released + pending, prepared.passages)
             )
             out = _passed(verdict, sent, pending)
             if out is None:

@@ -14,11 +14,13 @@ from guards.evaluation import no_llm
 from guards.grounding import FLAG, Groundedness
 from guards.nemo import NemoGuard
 from indexer.embedder import HashingEmbedder
+from tests.passages import passage
 
 SOURCES = [
     "The Zorblax protocol was designed by Mira Okonkwo in 2019. It keeps the clocks of lunar stations in step.",
     "Beacons pulse every ninety seconds.",
 ]
+PASSAGES = [passage(t) for t in SOURCES]  # no stored vectors: each is embedded once
 SUPPORTED = "The Zorblax protocol was designed by Mira Okonkwo [1]."
 UNSUPPORTED = "Bananas grow best in warm and humid tropical gardens."
 
@@ -43,18 +45,18 @@ def test_only_complete_sentences_of_enough_words_are_judged() -> None:
 def test_unsupported_sentences_are_flagged_in_place() -> None:
     g = Groundedness(HashingEmbedder().embed)
     answer = f"{SUPPORTED} {UNSUPPORTED} And more"
-    flagged = g.flag(answer, SOURCES)
+    flagged = g.flag(answer, PASSAGES)
     assert flagged == f"{SUPPORTED} {UNSUPPORTED}{FLAG} And more"
-    assert [answer[s:e].strip() for s, e, _ in g.unsupported(answer, SOURCES)] == [UNSUPPORTED]
+    assert [answer[s:e].strip() for s, e, _ in g.unsupported(answer, PASSAGES)] == [UNSUPPORTED]
     assert g.flag(UNSUPPORTED, []) == UNSUPPORTED + FLAG  # no sources: nothing is supported
 
 
 def test_vectors_are_embedded_once_per_text() -> None:
     embed = Counting()
     g = Groundedness(embed)
-    g.unsupported(SUPPORTED + " ", SOURCES)
+    g.unsupported(SUPPORTED + " ", PASSAGES)
     first = len(embed.texts)
-    g.unsupported(f"{SUPPORTED} {UNSUPPORTED} ", SOURCES)  # the stream grew by one sentence
+    g.unsupported(f"{SUPPORTED} {UNSUPPORTED} ", PASSAGES)  # the stream grew by one sentence
     assert embed.texts[first:] == [UNSUPPORTED]
 
 
@@ -69,8 +71,8 @@ async def test_the_refusing_rail_blocks_an_unsupported_answer(tmp_path: Path) ->
     g = NemoGuard(config_with(tmp_path, "ripple check groundedness"), no_llm, embed=HashingEmbedder().embed)
     await g.start()
     msgs = [{"role": "user", "content": "Who designed Zorblax?"}]
-    assert (await g.check_output(msgs, SUPPORTED, SOURCES)).allowed
-    verdict = await g.check_output(msgs, f"{SUPPORTED} {UNSUPPORTED}", SOURCES)
+    assert (await g.check_output(msgs, SUPPORTED, PASSAGES)).allowed
+    verdict = await g.check_output(msgs, f"{SUPPORTED} {UNSUPPORTED}", PASSAGES)
     assert not verdict.allowed and verdict.rail == "ripple check groundedness"
 
 
@@ -78,21 +80,21 @@ async def test_the_default_rail_flags_and_without_an_embedder_fails_loudly() -> 
     msgs = [{"role": "user", "content": "Who designed Zorblax?"}]
     g = NemoGuard(DEFAULT_CONFIG, no_llm, embed=HashingEmbedder().embed)
     await g.start()
-    verdict = await g.check_output(msgs, f"{SUPPORTED} {UNSUPPORTED}", SOURCES)
+    verdict = await g.check_output(msgs, f"{SUPPORTED} {UNSUPPORTED}", PASSAGES)
     assert verdict.allowed and verdict.content == f"{SUPPORTED} {UNSUPPORTED}{FLAG}"
     bare = NemoGuard(DEFAULT_CONFIG, no_llm)
     await bare.start()
     assert (await bare.check_input(msgs)).allowed  # input rails need no embedder
     with pytest.raises(RuntimeError, match="need an embedder"):
-        await bare.check_output(msgs, f"{SUPPORTED} {UNSUPPORTED}", SOURCES)
+        await bare.check_output(msgs, f"{SUPPORTED} {UNSUPPORTED}", PASSAGES)
 
 
 def test_with_stored_vectors_the_sources_are_not_embedded_again() -> None:
     embed = Counting()
     g = Groundedness(embed)
-    stored = HashingEmbedder().embed(SOURCES)
+    stored = [passage(t, v) for t, v in zip(SOURCES, HashingEmbedder().embed(SOURCES), strict=True)]
     answer = f"{SUPPORTED} {UNSUPPORTED} "
-    assert [answer[s:e].strip() for s, e, _ in g.unsupported(answer, SOURCES, stored)] == [UNSUPPORTED]
+    assert [answer[s:e].strip() for s, e, _ in g.unsupported(answer, stored)] == [UNSUPPORTED]
     assert sorted(embed.texts) == sorted([SUPPORTED.replace("[1]", ""), UNSUPPORTED])  # the two claims only
 
 
@@ -101,7 +103,7 @@ def test_a_citation_after_the_end_mark_belongs_to_its_sentence() -> None:
     g = Groundedness(HashingEmbedder().embed)
     window = f"{UNSUPPORTED}[2] "
     whole = f"{UNSUPPORTED}[2] {SUPPORTED} More"
-    assert g.flag(whole, SOURCES).startswith(g.flag(window, SOURCES))
+    assert g.flag(whole, PASSAGES).startswith(g.flag(window, PASSAGES))
     assert [whole[s:e].strip() for s, e in g.sentences(whole)] == [f"{UNSUPPORTED}[2]", SUPPORTED]
 
 
@@ -111,5 +113,5 @@ async def test_a_failing_groundedness_check_blocks_rather_than_passes() -> None:
 
     g = NemoGuard(DEFAULT_CONFIG, no_llm, embed=broken)
     await g.start()
-    verdict = await g.check_output([{"role": "user", "content": "q"}], f"{UNSUPPORTED} ", SOURCES)
+    verdict = await g.check_output([{"role": "user", "content": "q"}], f"{UNSUPPORTED} ", PASSAGES)
     assert not verdict.allowed
