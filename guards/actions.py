@@ -11,9 +11,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from typing import Any
 
-from guards.checks import contains_secret, looks_like_injection, looks_planted, mask_sensitive, strip_hidden
+from guards.checks import contains_secret, looks_like_injection, looks_planted, strip_hidden
 from guards.grounding import Groundedness
 from guards.injection import default_classifier
+from guards.masking import mask_sensitive
 from indexer.types import Passage
 
 

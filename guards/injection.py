@@ -25,18 +25,19 @@ from pathlib import Path
 
 import numpy as np
 
+from guards.checks import strip_hidden
+
 ARTIFACT = Path(__file__).parent / "artifacts" / "injection.npz"
 
 NGRAMS = (1, 4)
 _WHITESPACE = re.compile(r"\s\s+")
-# Zero-width and bidi controls, Unicode tag characters: invisible to a reader, used to split trigger words.
-_INVISIBLE = re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff\U000e0000-\U000e007f]")
 # Sentence ends, and literal "\n" sequences (deepset prompts carry them escaped).
 _SEGMENTS = re.compile(r"(?<=[.!?\n])\s+|\\n")
 
 
 def normalise(text: str) -> str:
-    return _INVISIBLE.sub("", unicodedata.normalize("NFKC", text)).lower()
+    # Invisible characters (zero-width, bidi, tags...) are used to split trigger words apart.
+    return strip_hidden(unicodedata.normalize("NFKC", text)).lower()
 
 
 def char_ngrams(text: str) -> list[str]:

@@ -141,7 +141,7 @@ async def test_checks_leave_no_history_behind() -> None:
     ],
 )
 def test_masking_patterns(text: str, masked: str) -> None:
-    from guards.checks import mask_sensitive
+    from guards.masking import mask_sensitive
 
     assert mask_sensitive(text) == masked
 
