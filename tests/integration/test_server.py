@@ -176,7 +176,8 @@ def test_sources_that_do_not_fit_the_context_are_dropped_and_reported(server: Se
 def test_streamed_and_non_streamed_answers_get_the_same_rail_verdicts(server: Server) -> None:
     """Same prompt, greedy decoding: the same text after the output rails (masking, groundedness marks) and
     the same finish reason, whether the rails ran on stream windows or once on the whole answer. An uploaded
-    page gives the model an address to repeat; the rails must mask it in both."""
+    page offers the model an address to repeat; if it does, neither answer may carry it unmasked. (The
+    135M default model has not repeated it so far: masking itself is tested in tests/unit with real NeMo.)"""
     page = b"# Zorblax support\n\nThe Zorblax support desk answers at desk.lead@zorblax-support.org every weekday.\n"
     r = httpx.post(f"{server.base_url}/v1/documents", files={"file": ("support.md", page, "text/markdown")})
     doc = r.json()["document"]
