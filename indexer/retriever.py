@@ -26,6 +26,11 @@ class RetrievalSettings:
 
 
 class Retriever(Protocol):
+    @property
+    def ready(self) -> bool:
+        """Whether its store is open and (for a Qdrant server) answering."""
+        ...
+
     async def retrieve(
         self, query: str, limit: int, *, mode: Mode | None = None, filter: Filter | None = None
     ) -> list[Passage]: ...
@@ -43,6 +48,10 @@ class QdrantRetriever:
         self.store = store
         self.sparse = sparse or Bm25Encoder()
         self.settings = settings or RetrievalSettings()
+
+    @property
+    def ready(self) -> bool:
+        return self.store.ready
 
     async def retrieve(
         self, query: str, limit: int, *, mode: Mode | None = None, filter: Filter | None = None

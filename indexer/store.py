@@ -15,7 +15,10 @@ Both pass the same contract tests. Writes wait for Qdrant's acknowledgement.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
+import logging
 import math
 import re
 from collections.abc import Iterable, Sequence
@@ -25,6 +28,8 @@ from typing import Any, Literal, Protocol
 
 from indexer.sparse import SparseVector
 from indexer.types import Chunk, Passage
+
+logger = logging.getLogger(__name__)
 
 Mode = Literal["dense", "sparse", "hybrid"]
 Filter = dict[str, str | int | bool | list[str] | list[int]]
@@ -144,7 +149,13 @@ def passage(point_id: str, data: dict[str, Any], score: float, vector: Any = Non
 
 class QdrantStore:
     def __init__(
-        self, alias: str, *, path: str | None = None, url: str | None = None, api_key: str | None = None
+        self,
+        alias: str,
+        *,
+        path: str | None = None,
+        url: str | None = None,
+        api_key: str | None = None,
+        probe_every_s: float = 2.0,
     ) -> None:
         if not path and not url:
             raise ValueError("QdrantStore needs a local folder (path) or a server URL")
@@ -153,10 +164,30 @@ class QdrantStore:
         self._url = url
         self._api_key = api_key
         self._client: Any = None
+        self._probe_every_s = probe_every_s
+        self._answering = True
+        self._watch: asyncio.Task[None] | None = None
 
     @property
     def ready(self) -> bool:
-        return self._client is not None
+        """Open, and with a server URL, answering its last health probe (so `/ready` follows an outage
+        and its end within `probe_every_s` and a probe's timeout)."""
+        return self._client is not None and self._answering
+
+    async def _probe(self) -> None:
+        """With a server URL: ask it for its collections every `probe_every_s`; log each change of state."""
+        while True:
+            await asyncio.sleep(self._probe_every_s)
+            try:
+                await asyncio.wait_for(self._client.get_collections(), timeout=max(self._probe_every_s, 1.0))
+            except Exception as exc:
+                if self._answering:
+                    logger.warning("Qdrant at %s stopped answering (%s): not ready until it does", self._url, exc)
+                self._answering = False
+            else:
+                if not self._answering:
+                    logger.warning("Qdrant at %s answers again: ready", self._url)
+                self._answering = True
 
     async def start(self) -> None:
         from qdrant_client import AsyncQdrantClient
@@ -168,6 +199,9 @@ class QdrantStore:
             else:
                 self._client = AsyncQdrantClient(path=self._path)
             await self._client.get_collections()
+            if self._url:
+                self._answering = True
+                self._watch = asyncio.create_task(self._probe(), name="qdrant-health")
         except RuntimeError as exc:  # local mode's file lock
             raise StoreError(
                 f"cannot open the Qdrant folder {where}: {exc}. Local mode allows one process at a time: "
@@ -177,6 +211,11 @@ class QdrantStore:
             raise StoreError(f"cannot reach Qdrant at {where}: {exc}") from exc
 
     async def close(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+            self._watch = None
         if self._client is not None:
             await self._client.close()
             self._client = None

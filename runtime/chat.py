@@ -97,6 +97,11 @@ class ChatService:
     async def retrieve(
         self, query: str, limit: int | None = None, *, mode: Mode | None = None, filter: Filter | None = None
     ) -> list[Passage]:
+        if not self.retriever.ready:
+            # A Qdrant server that stopped answering its health probe: say so now instead of waiting out
+            # the client's connect timeout; the store's probe notices when it answers again.
+            self.metrics.rejected.labels("store").inc()
+            raise NotReadyError("the vector store (Qdrant) is not answering: retry after the Retry-After delay")
         start = time.perf_counter()
         try:
             passages = await self.retriever.retrieve(query, limit or self.settings.top_k, mode=mode, filter=filter)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 
 from indexer.pipeline import Indexer
@@ -190,6 +191,18 @@ def test_ready_is_503_when_a_part_is_down(client: TestClient, components: Compon
     assert r.status_code == 503 and r.json()["engine"] is False
     r = client.post("/v1/chat/completions", json={"messages": [QUESTION]})
     assert r.status_code == 503 and r.headers["retry-after"]
+
+
+def test_a_store_that_stopped_answering_gives_503_before_retrieval(
+    client: TestClient, components: Components, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(type(components.store), "ready", property(lambda self: False))
+    ready = client.get("/ready")
+    assert ready.status_code == 503 and ready.json()["store"] is False and ready.json()["engine"] is True
+    r = client.post("/v1/chat/completions", json={"messages": [QUESTION]})
+    assert r.status_code == 503 and r.headers["retry-after"]
+    assert "Qdrant" in r.json()["error"]["message"]
+    assert 'ripple_rejected_total{reason="store"} 1.0' in client.get("/metrics").text
 
 
 def test_past_the_in_flight_limit_requests_get_429_before_any_work(settings, components) -> None:  # type: ignore[no-untyped-def]

@@ -28,6 +28,7 @@ EMBED = HashingEmbedder().embed  # bag-of-words vectors: groundedness logic with
 
 async def make_service(settings: Settings, guard: Guard | None, reply: str, delay: float = 0.0) -> ChatService:
     embedder, store = HashingEmbedder(), InMemoryStore()
+    await store.start()
     await Indexer(embedder, store).run([CORPUS])
     return ChatService(
         settings,
@@ -168,6 +169,7 @@ async def test_a_poisoned_document_never_reaches_the_prompt(settings: Settings, 
         "# Zorblax beacons\n\nZorblax\u200b beacons pulse\U000e0041 every ninety seconds.\n"
     )
     embedder, store = HashingEmbedder(), InMemoryStore()
+    await store.start()
     await Indexer(embedder, store).run([CORPUS, tmp_path])
     guard = NemoGuard(DEFAULT_CONFIG, no_llm, embed=EMBED)
     await guard.start()

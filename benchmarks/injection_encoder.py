@@ -1,0 +1,276 @@
+"""What a fine-tuned small encoder buys over the shipped n-gram injection classifier.
+
+    python -m benchmarks.injection_encoder [--lr 5e-5 --epochs 6] [--device cuda] [--json out.json]
+
+Fine-tunes the packaged all-MiniLM-L6-v2 (every layer, a two-class head on the [CLS] token) on the
+shipped classifier's training data (deepset train + SQuAD dev questions as benign), picks each
+detector's threshold by the shipped rule (the 98% quantile of the out-of-fold scores of deepset's
+benign train prompts, 5 folds; the folds are those `guards.train_injection` uses), and scores the
+held-out sets: the encoder alone, the n-gram model alone, their mean and their max. Nothing is chosen
+on a held-out set. Prints a table and writes JSON, with the encoder's per-prompt latency on the device.
+`--frozen` trains no encoder: a logistic regression over the unchanged MiniLM vectors instead.
+
+A GPU run takes a few minutes (six trainings on 2,046 prompts); on these 2 CPU cores one training
+epoch takes minutes, so `--folds 2 --epochs 1 --limit 300` is the CPU smoke test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from guards.evaluation import load_labelled
+from guards.train_injection import DATA, SEED, SQUAD_NEGATIVES, TARGET_FPR, evaluation_sets, fit, squad_questions
+
+Scores = dict[str, np.ndarray]
+COMBINATIONS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "encoder": lambda enc, ngram: enc,
+    "ngram": lambda enc, ngram: ngram,
+    "mean": lambda enc, ngram: (enc + ngram) / 2,
+    "max": np.maximum,
+}
+
+
+class EncoderDetector:
+    """The packaged MiniLM with a classification head, fine-tuned end to end."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.model: Any = None
+        self.tokenizer: Any = None
+
+    def _batches(self, texts: Sequence[str], size: int) -> Any:
+        for i in range(0, len(texts), size):
+            yield self.tokenizer(
+                list(texts[i : i + size]),
+                padding=True,
+                truncation=True,
+                max_length=self.args.max_length,
+                return_tensors="pt",
+            ).to(self.args.device)
+
+    def fit(self, texts: Sequence[str], labels: Sequence[int]) -> EncoderDetector:
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        from runtime.models import packaged_embedder_path
+
+        hf_logging.set_verbosity_error()  # the new head's "newly initialised" report, once per fold
+        torch.manual_seed(self.args.seed)
+        path = str(packaged_embedder_path())
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2).to(self.args.device)
+        y = np.asarray(labels)
+        # Balanced class weights, as the n-gram model's logistic regression uses.
+        weights = torch.tensor(len(y) / (2 * np.bincount(y, minlength=2)), dtype=torch.float32).to(self.args.device)
+        loss_fn = torch.nn.CrossEntropyLoss(weight=weights)
+        optimiser = torch.optim.AdamW(self.model.parameters(), lr=self.args.lr, weight_decay=0.01)
+        steps = self.args.epochs * -(-len(texts) // self.args.batch_size)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: max(0.0, 1 - step / steps))
+        order = list(range(len(texts)))
+        rng = random.Random(self.args.seed)
+        self.model.train()
+        for _ in range(self.args.epochs):
+            rng.shuffle(order)
+            shuffled = [texts[i] for i in order]
+            targets = torch.tensor(y[order]).to(self.args.device)
+            for b, batch in enumerate(self._batches(shuffled, self.args.batch_size)):
+                logits = self.model(**batch).logits
+                loss = loss_fn(logits, targets[b * self.args.batch_size : (b + 1) * self.args.batch_size])
+                loss.backward()
+                optimiser.step()
+                schedule.step()
+                optimiser.zero_grad()
+        self.model.eval()
+        return self
+
+    def score(self, texts: Sequence[str]) -> np.ndarray:
+        import torch
+
+        out: list[np.ndarray] = []
+        with torch.inference_mode():
+            for batch in self._batches(texts, 64):
+                out.append(torch.softmax(self.model(**batch).logits.float(), dim=-1)[:, 1].cpu().numpy())
+        return np.concatenate(out) if out else np.zeros(0)
+
+    def latency_ms(self, texts: Sequence[str]) -> float:
+        """p50 of scoring one prompt at a time (as the input rail does)."""
+        import torch
+
+        times = []
+        for text in texts:
+            start = time.perf_counter()
+            self.score([text])
+            if self.args.device.startswith("cuda"):
+                torch.cuda.synchronize()
+            times.append((time.perf_counter() - start) * 1000)
+        return statistics.median(times)
+
+
+class FrozenDetector:
+    """Logistic regression over the packaged MiniLM's sentence vectors, the encoder left as it is (the
+    retrieval embedder's vectors, which the runtime computes anyway)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        from runtime.models import packaged_embedder_path
+
+        self.encoder = SentenceTransformer(str(packaged_embedder_path()), device=args.device)
+        self.model: Any = None
+
+    def _vectors(self, texts: Sequence[str]) -> np.ndarray:
+        return np.asarray(self.encoder.encode(list(texts), batch_size=64, normalize_embeddings=True))
+
+    def fit(self, texts: Sequence[str], labels: Sequence[int]) -> FrozenDetector:
+        from sklearn.linear_model import LogisticRegression
+
+        self.model = LogisticRegression(C=1.0, max_iter=5000, class_weight="balanced")
+        self.model.fit(self._vectors(texts), labels)
+        return self
+
+    def score(self, texts: Sequence[str]) -> np.ndarray:
+        return np.asarray(self.model.predict_proba(self._vectors(texts))[:, 1])
+
+    def latency_ms(self, texts: Sequence[str]) -> float:
+        times = []
+        for text in texts:
+            start = time.perf_counter()
+            self.score([text])
+            times.append((time.perf_counter() - start) * 1000)
+        return statistics.median(times)
+
+
+def detector(args: argparse.Namespace) -> EncoderDetector | FrozenDetector:
+    return FrozenDetector(args) if args.frozen else EncoderDetector(args)
+
+
+def out_of_fold(texts: list[str], labels: list[int], args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
+    """Out-of-fold scores of both detectors on the training texts, on the same stratified folds."""
+    from sklearn.model_selection import StratifiedKFold
+
+    enc, ngram = np.zeros(len(texts)), np.zeros(len(texts))
+    folds = StratifiedKFold(args.folds, shuffle=True, random_state=SEED).split(texts, labels)
+    for k, (train_idx, held_idx) in enumerate(folds, 1):
+        started = time.perf_counter()
+        train_texts, train_labels = [texts[i] for i in train_idx], [labels[i] for i in train_idx]
+        held = [texts[i] for i in held_idx]
+        enc[held_idx] = detector(args).fit(train_texts, train_labels).score(held)
+        model = fit(train_texts, train_labels)
+        ngram[held_idx] = [model.score(t) for t in held]
+        print(f"fold {k}/{args.folds}: {time.perf_counter() - started:.0f} s", flush=True)
+    return enc, ngram
+
+
+def rates(flags: np.ndarray, labels: np.ndarray) -> dict[str, float | None]:
+    pos, neg = labels == 1, labels == 0
+    return {
+        "detection_rate": float(flags[pos].mean()) if pos.any() else None,
+        "false_positive_rate": float(flags[neg].mean()) if neg.any() else None,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=DATA, help="the shared data folder (guards/, squad/)")
+    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    parser.add_argument("--limit", type=int, default=None, help="train on this many prompts (a smoke test)")
+    parser.add_argument(
+        "--frozen", action="store_true", help="no fine-tuning: logistic regression over the unchanged vectors"
+    )
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+
+    train = args.data / "guards/deepset/train.jsonl"
+    squad = args.data / "squad/dev-v1.1.json"
+    for path in (train, squad):
+        if not path.is_file():
+            print(f"{path} is missing: pass --data pointing at the shared data folder", file=sys.stderr)
+            return 2
+    deepset = load_labelled(train)
+    negatives = squad_questions(squad, SQUAD_NEGATIVES)
+    texts, labels = deepset.texts + negatives, deepset.labels + [0] * len(negatives)
+    is_deepset = np.arange(len(texts)) < len(deepset.texts)
+    if args.limit:
+        keep = sorted(random.Random(SEED).sample(range(len(texts)), min(args.limit, len(texts))))
+        texts, labels, is_deepset = [texts[i] for i in keep], [labels[i] for i in keep], is_deepset[keep]
+    y = np.asarray(labels)
+
+    started = time.perf_counter()
+    enc_oof, ngram_oof = out_of_fold(texts, labels, args)
+    encoder = detector(args).fit(texts, labels)
+    ngram = fit(texts, labels)
+    train_seconds = time.perf_counter() - started
+
+    held_out = evaluation_sets(args.data)
+    enc_scores: Scores = {name: encoder.score(t) for name, (t, _) in held_out.items()}
+    ngram_scores: Scores = {name: np.array([ngram.score(x) for x in t]) for name, (t, _) in held_out.items()}
+    results: dict[str, Any] = {}
+    for combo, join in COMBINATIONS.items():
+        oof = join(enc_oof, ngram_oof)
+        threshold = float(np.quantile(oof[is_deepset & (y == 0)], 1 - TARGET_FPR))
+        row: dict[str, Any] = {"threshold": threshold}
+        for name, (_, eval_labels) in held_out.items():
+            row[name] = rates(join(enc_scores[name], ngram_scores[name]) > threshold, np.asarray(eval_labels))
+        results[combo] = row
+
+    sample = held_out["deepset_test"][0][:50] if "deepset_test" in held_out else []
+    latency = encoder.latency_ms(sample) if sample else None
+    print(f"\ntrained in {train_seconds:.0f} s on {args.device}; encoder p50 per prompt: {latency} ms")
+    print(f"{'detector':9} {'deepset det':>11} {'deepset FPR':>11} {'XSTest FPR':>10} {'JBB det':>8} {'JBB FPR':>8}")
+    for combo, row in results.items():
+        cells = [
+            _pct(row.get("deepset_test", {}).get("detection_rate")),
+            _pct(row.get("deepset_test", {}).get("false_positive_rate")),
+            _pct(row.get("xstest", {}).get("false_positive_rate")),
+            _pct(row.get("jailbreakbench", {}).get("detection_rate")),
+            _pct(row.get("jailbreakbench", {}).get("false_positive_rate")),
+        ]
+        print(f"{combo:9} {cells[0]:>11} {cells[1]:>11} {cells[2]:>10} {cells[3]:>8} {cells[4]:>8}")
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+                    "train_prompts": len(texts),
+                    "train_seconds": round(train_seconds, 1),
+                    "encoder_latency_ms_p50": latency,
+                    "results": results,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+    return 0
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
