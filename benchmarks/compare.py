@@ -5,16 +5,20 @@
    the `citations` of a 1-token chat answer where those differ) and build the messages Ripple sends
    its engine with `runtime.prompt.assemble`, the function Ripple itself calls, so the raw server
    sees the same prompt (checked per question: both servers report `usage.prompt_tokens`).
-3. Run the load (benchmarks.load, closed loop) at each concurrency against Ripple with the bare
-   questions; read its retrieval time from /metrics; stop it.
-4. Start `python -m vllm.entrypoints.openai.api_server` on Ripple's model folder with Ripple's
-   dtype, max_model_len, enforce_eager and KV cache (VLLM_CPU_KVCACHE_SPACE), and run the same load
-   with the augmented messages. The two servers never run at once: they would share the cores.
-5. Print Ripple/raw output-token throughput and the TTFT p50 difference (also net of retrieval).
-With `--rails both`, Ripple runs twice, rails on and off (one server after the other), and the
-rails' own cost is printed too: TTFT and TPOT p50 with rails on minus off, and the throughput ratio.
+3. Start `python -m vllm.entrypoints.openai.api_server` on Ripple's model folder with Ripple's
+   dtype, max_model_len, enforce_eager and KV cache (VLLM_CPU_KVCACHE_SPACE).
+4. In each of `--rounds` rounds, run the load (benchmarks.load, closed loop) at each concurrency
+   against every server in turn, the order rotated each round: Ripple with the bare questions (its
+   retrieval time read from /metrics), raw vLLM with the augmented messages. Only one server is
+   under load at a time; the others sit idle (an idle vLLM engine waits on its socket). Rounds
+   interleave the servers because this machine drifts by 15-20% within minutes: one server after
+   the other measured the drift as much as the servers.
+5. Print, per round and as the median over rounds, Ripple/raw output-token throughput and the TTFT
+   p50 difference (also net of retrieval).
+With `--rails both`, two Ripple servers run, rails on and off, and the rails' own cost is printed
+too: TTFT and TPOT p50 with rails on minus off, and the throughput ratio.
 Greedy decoding with `ignore_eos`, so both generate exactly `--max-tokens` tokens per answer.
-Run: `python -m benchmarks.compare --concurrency 1,8 --requests 24 [--rails on|off|both] --json out.json`.
+Run: `python -m benchmarks.compare --concurrency 1,8 --requests 24 --rounds 3 [--rails on|off|both] --json out.json`.
 
 Importing `runtime.prompt`/`runtime.settings`/`runtime.models` here breaks the rule that benchmarks
 only see Ripple over HTTP, on purpose: a copy of the prompt packing could drift from the real one.
@@ -28,11 +32,13 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -188,10 +194,36 @@ def print_table(rows: list[dict[str, Any]], ripple: list[dict[str, Any]], raw: l
         print(" ".join(f"{c:>13}" for c in cells), f" {a['status_counts']} / {b['status_counts']}")
 
 
+def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each figure's median over rounds (one concurrency), with its range."""
+    out: dict[str, Any] = {"concurrency": rows[0]["concurrency"]}
+    for key, value in rows[0].items():
+        if key == "concurrency" or not isinstance(value, int | float):
+            continue
+        values = [r[key] for r in rows if r[key] is not None]
+        out[key] = statistics.median(values) if values else None
+        out[f"{key}_range"] = [min(values), max(values)] if values else None
+    return out
+
+
+def summarise(per_round: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Rounds × concurrencies of rows -> one median row per concurrency."""
+    return [median_row([rows[i] for rows in per_round]) for i in range(len(per_round[0]))]
+
+
+def print_medians(title: str, rows: list[dict[str, Any]], keys: list[str]) -> None:
+    print(title)
+    for row in rows:
+        cells = [f"{k} {fmt(row[k], 3)} [{fmt(row[k + '_range'][0], 3)}, {fmt(row[k + '_range'][1], 3)}]"
+                 for k in keys if row.get(k) is not None]  # fmt: skip
+        print(f"  c={row['concurrency']}: " + "; ".join(cells))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concurrency", default="1,8", help="closed-loop levels, comma-separated")
-    parser.add_argument("--requests", type=int, default=24, help="requests per level and server")
+    parser.add_argument("--requests", type=int, default=24, help="requests per level, server and round")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds over all servers, order rotated each round")
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--dataset", type=Path, help="questions (JSONL or one per line); default: 8 about docs/")
     parser.add_argument("--rails", choices=["on", "off", "both"], default="on", help="Ripple's rails")
@@ -201,48 +233,68 @@ def main() -> None:
     parser.add_argument("--log-dir", type=Path, help="server logs; default: a new folder under /tmp, kept")
     args = parser.parse_args()
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     questions = load_questions(args.dataset) if args.dataset else QUESTIONS
     logs = args.log_dir or Path(tempfile.mkdtemp(prefix="ripple-compare-"))
     logs.mkdir(parents=True, exist_ok=True)
     print(f"server logs: {logs}")
-    modes = {"on": [True], "off": [False], "both": [True, False]}[args.rails]
-    runs: dict[bool, list[dict[str, Any]]] = {}
-    ripple_start: dict[str, float | None] = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    names = {"on": ["on"], "off": ["off"], "both": ["on", "off"]}[args.rails]
+    # rounds[r][server] = reports by concurrency; server is "on", "off" (Ripple's rails) or "raw".
+    rounds: list[dict[str, list[dict[str, Any]]]] = []
+    starts: dict[str, float | None] = {}
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as servers:
         env = {"RIPPLE_QDRANT_PATH": f"{tmp}/qdrant"}
         # The settings `ripple serve` reads from the same environment (RIPPLE_* variables, RIPPLE_CONFIG).
         overrides: dict[str, Any] = {"qdrant_path": Path(env["RIPPLE_QDRANT_PATH"])}
         settings = Settings(**overrides)
         subprocess.run([RIPPLE, "index", str(DOCS)], env={**os.environ, **env}, check=True, capture_output=True)
-        prompts: list[list[Message]] = []
-        differed = 0
-        for rails in modes:
-            name = "on" if rails else "off"
-            with ripple_server({**env, "RIPPLE_GUARDS_ENABLED": str(rails).lower()}, logs / f"ripple-{name}.log") as s:
-                if not prompts:
-                    prompts, differed = augmented(s.base_url, settings, questions)
-                runs[rails] = run_loads(s.base_url, as_messages(questions), args, ripple=True)
-                ripple_start[name] = s.start_seconds
-        with vllm_server(settings, logs / "vllm.log") as served:
-            raw = run_loads(served.base_url, prompts, args, ripple=False)
-            raw_start = served.start_seconds
-    ripple = runs[modes[0]]
-    all_rows = {}
-    for rails, reports in runs.items():
-        all_rows["on" if rails else "off"] = rows = [ratios(a, b) for a, b in zip(reports, raw, strict=True)]
-        print(f"Ripple with rails {'on' if rails else 'off'} against raw vLLM:")
-        print_table(rows, reports, raw)
-    rails_cost = rails_costs(runs[True], runs[False]) if len(runs) == 2 else None
-    if rails_cost:
-        print("Rails' own cost (rails on minus off, same Ripple, same prompts):")
-        for row in rails_cost:
-            print(
-                f"  c={row['concurrency']}: TTFT p50 {fmt(row['ttft_p50_added_ms'])} ms, "
-                f"TPOT p50 {fmt(row['tpot_p50_added_ms'], 1)} ms, throughput ratio {fmt(row['throughput_ratio'], 3)}"
+        up: dict[str, Served] = {}
+        for name in names:
+            # Qdrant local folders take one process: each Ripple gets its own copy of the index.
+            folder = f"{tmp}/qdrant-{name}"
+            shutil.copytree(env["RIPPLE_QDRANT_PATH"], folder)
+            ripple_env = {"RIPPLE_QDRANT_PATH": folder, "RIPPLE_GUARDS_ENABLED": str(name == "on").lower()}
+            up[name] = servers.enter_context(ripple_server(ripple_env, logs / f"ripple-{name}.log"))
+        up["raw"] = servers.enter_context(vllm_server(settings, logs / "vllm.log"))
+        starts = {name: served.start_seconds for name, served in up.items()}
+        prompts, differed = augmented(up[names[0]].base_url, settings, questions)
+        order = [*names, "raw"]
+        for r in range(args.rounds):
+            turn = order[r % len(order) :] + order[: r % len(order)]
+            print(f"round {r + 1}/{args.rounds}: {' '.join(turn)}", flush=True)
+            rounds.append(
+                {
+                    name: run_loads(
+                        up[name].base_url,
+                        prompts if name == "raw" else as_messages(questions),
+                        args,
+                        ripple=name != "raw",
+                    )
+                    for name in turn
+                }
             )
+    per_round = {name: [ratios_list(r[name], r["raw"]) for r in rounds] for name in names}
+    for r, result in enumerate(rounds, 1):
+        for name in names:
+            print(f"round {r}, Ripple with rails {name} against raw vLLM:")
+            print_table(per_round[name][r - 1], result[name], result["raw"])
+    medians = {name: summarise(rows) for name, rows in per_round.items()}
+    keys = ["throughput_ratio", "ttft_p50_added_ms", "ttft_p50_added_beyond_retrieval_ms"]
+    for name in names:
+        print_medians(f"Ripple with rails {name} against raw vLLM, median over {args.rounds} rounds [range]:",
+                      medians[name], keys)  # fmt: skip
+    rails_cost = None
+    if len(names) == 2:
+        rails_cost = summarise([rails_costs(r["on"], r["off"]) for r in rounds])
+        print_medians(
+            f"Rails' own cost (rails on minus off, same prompts), median over {args.rounds} rounds [range]:",
+            rails_cost,
+            ["ttft_p50_added_ms", "tpot_p50_added_ms", "throughput_ratio"],
+        )
     mismatched = sorted(
-        {q for a, b in zip(ripple, raw, strict=True) for q, n in a["prompt_tokens_by_prompt"].items()
-         if n != b["prompt_tokens_by_prompt"].get(q)}
+        {q for r in rounds for name in names for a, b in zip(r[name], r["raw"], strict=True)
+         for q, n in a["prompt_tokens_by_prompt"].items() if n != b["prompt_tokens_by_prompt"].get(q)}
     )  # fmt: skip
     print(f"questions whose /v1/retrieve passages differed from Ripple's citations (citations used): {differed}")
     if mismatched:
@@ -262,23 +314,27 @@ def main() -> None:
                 "mode": "closed",
                 "concurrency": args.concurrency,
                 "requests": args.requests,
+                "rounds": args.rounds,
                 "max_tokens": args.max_tokens,
                 "ignore_eos": True,
                 "temperature": 0.0,
                 "questions": len(questions),
                 "rails": args.rails,
             },
-            "start_s": {"ripple": ripple_start, "raw_vllm": raw_start},
-            "ratios": all_rows[args.rails if args.rails != "both" else "on"],
-            "ratios_by_rails": all_rows,
+            "start_s": starts,
+            "ratios": medians[names[0]],
+            "ratios_by_rails": medians,
+            "ratios_by_round": per_round,
             "rails_cost": rails_cost,
-            "ripple_rails_off": runs.get(False),
             "retrieve_differed_from_citations": differed,
             "prompt_length_mismatches": mismatched,
-            "ripple": ripple,
-            "raw_vllm": raw,
+            "reports_by_round": rounds,
         }
         args.json.write_text(json.dumps(report, indent=2))
+
+
+def ratios_list(ripple: list[dict[str, Any]], raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [ratios(a, b) for a, b in zip(ripple, raw, strict=True)]
 
 
 if __name__ == "__main__":

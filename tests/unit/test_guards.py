@@ -203,12 +203,13 @@ def test_planted_patterns_flag_no_ordinary_document_chunk() -> None:
     shared = Path(__file__).resolve().parents[3] / "shared" / "data" / "docs"
     roots += [shared] if shared.is_dir() else []
     indexer = Indexer(HashingEmbedder(), InMemoryStore())
-    chunks = []
+    chunks: list[str] = []
     for root in roots:
+        before = len(chunks)
         for path in sorted(p for p in root.rglob("*") if p.suffix in (".md", ".txt", ".html", ".pdf")):
             try:
                 chunks += [c.text for c in indexer.chunk(source_name(path), parse_file(path))]
             except ParseError:
                 continue
-    assert len(chunks) >= 5
+        assert len(chunks) > before, f"no chunks read from {root}"
     assert [c[:80] for c in chunks if looks_planted(c)] == []
