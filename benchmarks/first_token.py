@@ -5,6 +5,8 @@ baseline), asks the same streamed question about the docs N times each, and spli
 TTFT using the server's own histograms: retrieval, input rails, the engine's TTFT (vLLM's
 `vllm:time_to_first_token_seconds`) and the rest (output-rail window, framing, HTTP).
 Run: `python -m benchmarks.first_token --json out.json`.
+`--versus KEY=VALUE` (repeatable) adds a server with those variables after each of the two, in the
+same run, and prints its TTFT against the default's: e.g. `--versus RIPPLE_TORCH_THREADS=2`.
 """
 
 from __future__ import annotations
@@ -72,23 +74,34 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("-n", type=int, default=10, help="questions per configuration")
     parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--versus", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    versus = dict(item.split("=", 1) for item in args.versus)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         env = {"RIPPLE_QDRANT_PATH": f"{tmp}/qdrant"}
         docs = Path(__file__).resolve().parent.parent / "docs"
         subprocess.run([RIPPLE, "index", str(docs)], env={**os.environ, **env}, check=True, capture_output=True)
-        results["rails_on"] = run(env, Path(tmp) / "on.log", args.n, args.max_tokens)
-        results["rails_off"] = run(
-            {**env, "RIPPLE_GUARDS_ENABLED": "false"}, Path(tmp) / "off.log", args.n, args.max_tokens
-        )
+        for rails in ("on", "off"):
+            config = {**env, "RIPPLE_GUARDS_ENABLED": "true" if rails == "on" else "false"}
+            results[f"rails_{rails}"] = run(config, Path(tmp) / f"{rails}.log", args.n, args.max_tokens)
+            if versus:
+                log = Path(tmp) / f"{rails}-versus.log"
+                results[f"rails_{rails}+versus"] = run({**config, **versus}, log, args.n, args.max_tokens)
     cols = ["ttft_p50_s", "retrieval_mean_s", "input_rails_mean_s", "engine_ttft_mean_s", "other_mean_s", "start_s"]
-    print(f"{'config':<10} " + " ".join(f"{c:>18}" for c in cols))
+    print(f"{'config':<16} " + " ".join(f"{c:>18}" for c in cols))
     for name, r in results.items():
-        print(f"{name:<10} " + " ".join(f"{r[c]:>18.3f}" for c in cols))
-    on, off = results["rails_on"]["ttft_p50_s"], results["rails_off"]["ttft_p50_s"]
-    print(f"rails add {(on - off) * 1000:.0f} ms to TTFT p50 ({on / off:.2f}x)")
+        print(f"{name:<16} " + " ".join(f"{r[c]:>18.3f}" for c in cols))
+    for suffix in ("", "+versus") if versus else ("",):
+        on, off = results[f"rails_on{suffix}"]["ttft_p50_s"], results[f"rails_off{suffix}"]["ttft_p50_s"]
+        print(
+            f"rails add {(on - off) * 1000:.0f} ms to TTFT p50 ({on / off:.2f}x)",
+            f"with {versus}" if suffix else "",
+        )
+    for rails in ("on", "off") if versus else ():
+        a, b = results[f"rails_{rails}"]["ttft_p50_s"], results[f"rails_{rails}+versus"]["ttft_p50_s"]
+        print(f"rails {rails}: TTFT p50 with {versus} is {b / a:.2f}x the default's ({(b - a) * 1000:+.0f} ms)")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         report = {
@@ -96,6 +109,7 @@ def main() -> None:
             "model": "SmolLM2-135M-Instruct (packaged)",
             "question": QUESTION,
             "load": {"n": args.n, "max_tokens": args.max_tokens, "concurrency": 1},
+            "versus": versus,
             "results": results,
         }
         args.json.write_text(json.dumps(report, indent=2))
