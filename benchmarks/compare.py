@@ -18,7 +18,8 @@
 With `--rails both`, two Ripple servers run, rails on and off, and the rails' own cost is printed
 too: TTFT and TPOT p50 with rails on minus off, and the throughput ratio.
 Greedy decoding with `ignore_eos`, so both generate exactly `--max-tokens` tokens per answer.
-Run: `python -m benchmarks.compare --concurrency 1,8 --requests 24 --rounds 3 [--rails on|off|both] --json out.json`.
+Run: `python -m benchmarks.compare --concurrency 1,8 --requests 24 [--rounds N] [--rails on|off|both] --json out.json`
+(rounds: one per server by default, so that each goes first once).
 
 Importing `runtime.prompt`/`runtime.settings`/`runtime.models` here breaks the rule that benchmarks
 only see Ripple over HTTP, on purpose: a copy of the prompt packing could drift from the real one.
@@ -197,12 +198,11 @@ def print_table(rows: list[dict[str, Any]], ripple: list[dict[str, Any]], raw: l
 def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Each figure's median over rounds (one concurrency), with its range."""
     out: dict[str, Any] = {"concurrency": rows[0]["concurrency"]}
-    for key, value in rows[0].items():
-        if key == "concurrency" or not isinstance(value, int | float):
-            continue
-        values = [r[key] for r in rows if r[key] is not None]
-        out[key] = statistics.median(values) if values else None
-        out[f"{key}_range"] = [min(values), max(values)] if values else None
+    keys = dict.fromkeys(k for r in rows for k, v in r.items() if k != "concurrency" and isinstance(v, int | float))
+    for key in keys:
+        values = [r[key] for r in rows if isinstance(r.get(key), int | float)]
+        out[key] = statistics.median(values)
+        out[f"{key}_range"] = [min(values), max(values)]
     return out
 
 
@@ -223,7 +223,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concurrency", default="1,8", help="closed-loop levels, comma-separated")
     parser.add_argument("--requests", type=int, default=24, help="requests per level, server and round")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds over all servers, order rotated each round")
+    parser.add_argument(
+        "--rounds", type=int, help="rounds over all servers, order rotated each round; default: one per server"
+    )
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--dataset", type=Path, help="questions (JSONL or one per line); default: 8 about docs/")
     parser.add_argument("--rails", choices=["on", "off", "both"], default="on", help="Ripple's rails")
@@ -233,13 +235,14 @@ def main() -> None:
     parser.add_argument("--log-dir", type=Path, help="server logs; default: a new folder under /tmp, kept")
     args = parser.parse_args()
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
-    if args.rounds < 1:
+    if args.rounds is not None and args.rounds < 1:
         parser.error("--rounds must be at least 1")
     questions = load_questions(args.dataset) if args.dataset else QUESTIONS
     logs = args.log_dir or Path(tempfile.mkdtemp(prefix="ripple-compare-"))
     logs.mkdir(parents=True, exist_ok=True)
     print(f"server logs: {logs}")
     names = {"on": ["on"], "off": ["off"], "both": ["on", "off"]}[args.rails]
+    args.rounds = args.rounds or len(names) + 1  # each server goes first once
     # rounds[r][server] = reports by concurrency; server is "on", "off" (Ripple's rails) or "raw".
     rounds: list[dict[str, list[dict[str, Any]]]] = []
     starts: dict[str, float | None] = {}

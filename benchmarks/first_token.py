@@ -6,7 +6,9 @@ TTFT using the server's own histograms: retrieval, input rails, the engine's TTF
 `vllm:time_to_first_token_seconds`) and the rest (output-rail window, framing, HTTP).
 Run: `python -m benchmarks.first_token --json out.json`.
 `--versus KEY=VALUE` (repeatable) adds a server with those variables after each of the two, in the
-same run, and prints its TTFT against the default's: e.g. `--versus RIPPLE_TORCH_THREADS=2`.
+same run, and prints its TTFT against the default's: e.g. `--versus RIPPLE_EMBED_BACKEND=onnx-int8`.
+A RIPPLE_ key must name a setting (an unknown one would be ignored by the server, comparing a
+configuration with itself).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 import httpx
 
 from benchmarks.harness import RIPPLE, machine, ripple_server, stream_once
+from runtime.settings import Settings
 
 QUESTION = "How do I point Ripple at a Qdrant server instead of a local folder?"
 
@@ -77,7 +80,14 @@ def main() -> None:
     parser.add_argument("--versus", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    versus = dict(item.split("=", 1) for item in args.versus)
+    versus: dict[str, str] = {}
+    for item in args.versus:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--versus {item!r}: write KEY=VALUE")
+        if key.startswith("RIPPLE_") and key.removeprefix("RIPPLE_").lower() not in Settings.model_fields:
+            parser.error(f"--versus {key}: no such Ripple setting (see runtime/settings.py)")
+        versus[key] = value
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         env = {"RIPPLE_QDRANT_PATH": f"{tmp}/qdrant"}

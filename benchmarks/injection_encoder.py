@@ -2,10 +2,11 @@
 
     python -m benchmarks.injection_encoder [--lr 5e-5 --epochs 6] [--device cuda] [--json out.json]
 
-Fine-tunes the packaged all-MiniLM-L6-v2 (every layer, a two-class head on the [CLS] token) on the
-shipped classifier's training data (deepset train + SQuAD dev questions as benign), picks each
-detector's threshold by the shipped rule (the 98% quantile of the out-of-fold scores of deepset's
-benign train prompts, 5 folds; the folds are those `guards.train_injection` uses), and scores the
+Fine-tunes the packaged all-MiniLM-L6-v2 (every layer, with transformers' sequence-classification
+head: BERT's pooler over [CLS], then a two-class layer) on the shipped classifier's training data
+(deepset train + SQuAD dev questions as benign), picks each detector's threshold by the shipped rule
+(the 98% quantile of the out-of-fold scores of deepset's benign train prompts; with the default 5
+folds and no --limit, the folds are those `guards.train_injection` uses), and scores the
 held-out sets: the encoder alone, the n-gram model alone, their mean and their max. Nothing is chosen
 on a held-out set. Prints a table and writes JSON, with the encoder's per-prompt latency on the device.
 `--frozen` trains no encoder: a logistic regression over the unchanged MiniLM vectors instead.

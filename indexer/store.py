@@ -174,17 +174,22 @@ class QdrantStore:
         and its end within `probe_every_s` and a probe's timeout)."""
         return self._client is not None and self._answering
 
-    async def _probe(self) -> None:
-        """With a server URL: ask it for its collections every `probe_every_s`; log each change of state."""
+    async def _probe(self, misses_to_fail: int = 2) -> None:
+        """With a server URL: ask it for its collections every `probe_every_s`. It is not answering after
+        `misses_to_fail` failed probes in a row (one slow answer on a busy machine is not an outage), and
+        answering again at the first success; each change of state is logged once."""
+        misses = 0
         while True:
             await asyncio.sleep(self._probe_every_s)
             try:
                 await asyncio.wait_for(self._client.get_collections(), timeout=max(self._probe_every_s, 1.0))
             except Exception as exc:
-                if self._answering:
+                misses += 1
+                if self._answering and misses >= misses_to_fail:
                     logger.warning("Qdrant at %s stopped answering (%s): not ready until it does", self._url, exc)
-                self._answering = False
+                    self._answering = False
             else:
+                misses = 0
                 if not self._answering:
                     logger.warning("Qdrant at %s answers again: ready", self._url)
                 self._answering = True
@@ -192,6 +197,8 @@ class QdrantStore:
     async def start(self) -> None:
         from qdrant_client import AsyncQdrantClient
 
+        if self._client is not None:
+            return
         where = self._url or self._path
         try:
             if self._url:
@@ -199,22 +206,31 @@ class QdrantStore:
             else:
                 self._client = AsyncQdrantClient(path=self._path)
             await self._client.get_collections()
-            if self._url:
-                self._answering = True
-                self._watch = asyncio.create_task(self._probe(), name="qdrant-health")
         except RuntimeError as exc:  # local mode's file lock
+            await self._discard_client()
             raise StoreError(
                 f"cannot open the Qdrant folder {where}: {exc}. Local mode allows one process at a time: "
                 "stop the other `ripple` process or point RIPPLE_QDRANT_URL at a Qdrant server"
             ) from exc
         except Exception as exc:
+            await self._discard_client()
             raise StoreError(f"cannot reach Qdrant at {where}: {exc}") from exc
+        if self._url:
+            self._answering = True
+            self._watch = asyncio.create_task(self._probe(), name="qdrant-health")
+
+    async def _discard_client(self) -> None:
+        """After a failed start: not ready, and no client left open."""
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.close()
 
     async def close(self) -> None:
         if self._watch is not None:
             self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
+            # gather, not a suppressed await: a cancellation of close() itself must still propagate.
+            await asyncio.gather(self._watch, return_exceptions=True)
             self._watch = None
         if self._client is not None:
             await self._client.close()

@@ -97,11 +97,7 @@ class ChatService:
     async def retrieve(
         self, query: str, limit: int | None = None, *, mode: Mode | None = None, filter: Filter | None = None
     ) -> list[Passage]:
-        if not self.retriever.ready:
-            # A Qdrant server that stopped answering its health probe: say so now instead of waiting out
-            # the client's connect timeout; the store's probe notices when it answers again.
-            self.metrics.rejected.labels("store").inc()
-            raise NotReadyError("the vector store (Qdrant) is not answering: retry after the Retry-After delay")
+        self._require_store()
         start = time.perf_counter()
         try:
             passages = await self.retriever.retrieve(query, limit or self.settings.top_k, mode=mode, filter=filter)
@@ -109,6 +105,13 @@ class ChatService:
             raise NotReadyError(f"retrieval failed: {exc}") from exc
         self.metrics.retrieval_seconds.observe(time.perf_counter() - start)
         return passages
+
+    def _require_store(self) -> None:
+        """A Qdrant server that stopped answering its health probe: 503 now, instead of waiting out the
+        client's connect timeout; the store's probe notices when it answers again."""
+        if not self.retriever.ready:
+            self.metrics.rejected.labels("store").inc()
+            raise NotReadyError("the vector store (Qdrant) is not answering: retry after the Retry-After delay")
 
     async def _check(self, rail: str, call: Awaitable[Verdict]) -> Verdict:
         start = time.perf_counter()
@@ -143,6 +146,7 @@ class ChatService:
         ]
         prepared = Prepared(conversation=conversation, options=options)
         wanted = request.retrieval
+        self._require_store()  # before the input rail, which would otherwise answer a request we cannot serve
         retrieval = asyncio.create_task(
             self.retrieve(
                 conversation[-1]["content"],
@@ -162,6 +166,8 @@ class ChatService:
             passages = await retrieval
         finally:
             retrieval.cancel()
+            if retrieval.done() and not retrieval.cancelled():
+                retrieval.exception()  # read, so a refusal does not leave a failed search to be logged
         if self.guard is not None and passages:
             passages, prepared.flagged = await self._retrieval_rail(passages)
         max_len = getattr(self.generator, "max_model_len", None)

@@ -92,9 +92,15 @@ async def test_readiness_follows_the_server_going_away_and_coming_back(stand_in:
     assert not store.ready
 
 
-async def test_a_server_that_never_answered_is_named_at_start(stand_in: StandIn) -> None:
+async def test_a_server_that_never_answered_is_named_at_start_and_leaves_nothing_open(stand_in: StandIn) -> None:
+    store = QdrantStore("docs", url=stand_in.url, probe_every_s=0.1)
     with pytest.raises(StoreError, match=f"cannot reach Qdrant at {stand_in.url}"):
-        await QdrantStore("docs", url=stand_in.url, probe_every_s=0.1).start()
+        await store.start()
+    assert not store.ready and store._client is None and store._watch is None
+    stand_in.up()  # a later start works
+    await store.start()
+    assert store.ready
+    await store.close()
 
 
 async def test_a_local_folder_needs_no_probe(tmp_path: object) -> None:
