@@ -277,7 +277,9 @@ def main() -> None:
                     for name in turn
                 }
             )
-    per_round = {name: [ratios_list(r[name], r["raw"]) for r in rounds] for name in names}
+    per_round = {
+        name: [[ratios(a, b) for a, b in zip(r[name], r["raw"], strict=True)] for r in rounds] for name in names
+    }
     for r, result in enumerate(rounds, 1):
         for name in names:
             print(f"round {r}, Ripple with rails {name} against raw vLLM:")
@@ -334,10 +336,6 @@ def main() -> None:
             "reports_by_round": rounds,
         }
         args.json.write_text(json.dumps(report, indent=2))
-
-
-def ratios_list(ripple: list[dict[str, Any]], raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [ratios(a, b) for a, b in zip(ripple, raw, strict=True)]
 
 
 if __name__ == "__main__":

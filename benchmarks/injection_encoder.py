@@ -24,13 +24,28 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from guards.evaluation import load_labelled
-from guards.train_injection import DATA, SEED, SQUAD_NEGATIVES, TARGET_FPR, evaluation_sets, fit, squad_questions
+from guards.train_injection import (
+    DATA,
+    SEED,
+    SQUAD_NEGATIVES,
+    TARGET_FPR,
+    cross_validate,
+    evaluation_sets,
+    fit,
+    folds,
+    pct,
+    rates,
+    squad_questions,
+)
+from indexer.embedder import SentenceTransformerEmbedder
+from runtime.models import packaged_embedder_path
 
 Scores = dict[str, np.ndarray]
 COMBINATIONS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
@@ -63,8 +78,6 @@ class EncoderDetector:
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
         from transformers.utils import logging as hf_logging
-
-        from runtime.models import packaged_embedder_path
 
         hf_logging.set_verbosity_error()  # the new head's "newly initialised" report, once per fold
         torch.manual_seed(self.args.seed)
@@ -104,81 +117,70 @@ class EncoderDetector:
                 out.append(torch.softmax(self.model(**batch).logits.float(), dim=-1)[:, 1].cpu().numpy())
         return np.concatenate(out) if out else np.zeros(0)
 
-    def latency_ms(self, texts: Sequence[str]) -> float:
-        """p50 of scoring one prompt at a time (as the input rail does)."""
-        import torch
-
-        times = []
-        for text in texts:
-            start = time.perf_counter()
-            self.score([text])
-            if self.args.device.startswith("cuda"):
-                torch.cuda.synchronize()
-            times.append((time.perf_counter() - start) * 1000)
-        return statistics.median(times)
-
 
 class FrozenDetector:
-    """Logistic regression over the packaged MiniLM's sentence vectors, the encoder left as it is (the
-    retrieval embedder's vectors, which the runtime computes anyway)."""
+    """Logistic regression over the retrieval embedder's vectors, the encoder left as it is (the
+    vectors the runtime computes for retrieval anyway). Each text is embedded once per run."""
+
+    vectors: dict[str, np.ndarray] = {}
 
     def __init__(self, args: argparse.Namespace) -> None:
-        from sentence_transformers import SentenceTransformer
-
-        from runtime.models import packaged_embedder_path
-
-        self.encoder = SentenceTransformer(str(packaged_embedder_path()), device=args.device)
+        self.embedder = _embedder(args.device)
         self.model: Any = None
 
-    def _vectors(self, texts: Sequence[str]) -> np.ndarray:
-        return np.asarray(self.encoder.encode(list(texts), batch_size=64, normalize_embeddings=True))
+    def _embed(self, texts: Sequence[str]) -> np.ndarray:
+        missing = [t for t in dict.fromkeys(texts) if t not in self.vectors]
+        if missing:
+            self.vectors.update(zip(missing, np.asarray(self.embedder.embed(missing)), strict=True))
+        return np.stack([self.vectors[t] for t in texts])
 
     def fit(self, texts: Sequence[str], labels: Sequence[int]) -> FrozenDetector:
         from sklearn.linear_model import LogisticRegression
 
         self.model = LogisticRegression(C=1.0, max_iter=5000, class_weight="balanced")
-        self.model.fit(self._vectors(texts), labels)
+        self.model.fit(self._embed(texts), labels)
         return self
 
     def score(self, texts: Sequence[str]) -> np.ndarray:
-        return np.asarray(self.model.predict_proba(self._vectors(texts))[:, 1])
+        return np.asarray(self.model.predict_proba(self._embed(texts))[:, 1])
 
-    def latency_ms(self, texts: Sequence[str]) -> float:
-        times = []
-        for text in texts:
-            start = time.perf_counter()
-            self.score([text])
-            times.append((time.perf_counter() - start) * 1000)
-        return statistics.median(times)
+
+@lru_cache(maxsize=1)
+def _embedder(device: str) -> SentenceTransformerEmbedder:
+    """The runtime's own embedder on the packaged model, loaded once."""
+    embedder = SentenceTransformerEmbedder(str(packaged_embedder_path()), device=device)
+    embedder.start()
+    return embedder
 
 
 def detector(args: argparse.Namespace) -> EncoderDetector | FrozenDetector:
     return FrozenDetector(args) if args.frozen else EncoderDetector(args)
 
 
+def latency_ms(score: Callable[[Sequence[str]], np.ndarray], texts: Sequence[str], device: str) -> float:
+    """p50 of scoring one prompt at a time (as the input rail does), embedding included."""
+    times = []
+    for text in texts:
+        FrozenDetector.vectors.pop(text, None)
+        start = time.perf_counter()
+        score([text])
+        if device.startswith("cuda"):
+            import torch
+
+            torch.cuda.synchronize()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
 def out_of_fold(texts: list[str], labels: list[int], args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
-    """Out-of-fold scores of both detectors on the training texts, on the same stratified folds."""
-    from sklearn.model_selection import StratifiedKFold
-
-    enc, ngram = np.zeros(len(texts)), np.zeros(len(texts))
-    folds = StratifiedKFold(args.folds, shuffle=True, random_state=SEED).split(texts, labels)
-    for k, (train_idx, held_idx) in enumerate(folds, 1):
+    """Out-of-fold scores of the encoder and of the n-gram model on the training texts, same folds."""
+    enc = np.zeros(len(texts))
+    for k, (train_idx, held_idx) in enumerate(folds(labels, args.folds), 1):
         started = time.perf_counter()
-        train_texts, train_labels = [texts[i] for i in train_idx], [labels[i] for i in train_idx]
-        held = [texts[i] for i in held_idx]
-        enc[held_idx] = detector(args).fit(train_texts, train_labels).score(held)
-        model = fit(train_texts, train_labels)
-        ngram[held_idx] = [model.score(t) for t in held]
+        model = detector(args).fit([texts[i] for i in train_idx], [labels[i] for i in train_idx])
+        enc[held_idx] = model.score([texts[i] for i in held_idx])
         print(f"fold {k}/{args.folds}: {time.perf_counter() - started:.0f} s", flush=True)
-    return enc, ngram
-
-
-def rates(flags: np.ndarray, labels: np.ndarray) -> dict[str, float | None]:
-    pos, neg = labels == 1, labels == 0
-    return {
-        "detection_rate": float(flags[pos].mean()) if pos.any() else None,
-        "false_positive_rate": float(flags[neg].mean()) if neg.any() else None,
-    }
+    return enc, cross_validate(texts, labels, args.folds)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -232,16 +234,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         results[combo] = row
 
     sample = held_out["deepset_test"][0][:50] if "deepset_test" in held_out else []
-    latency = encoder.latency_ms(sample) if sample else None
+    latency = latency_ms(encoder.score, sample, args.device) if sample else None
     print(f"\ntrained in {train_seconds:.0f} s on {args.device}; encoder p50 per prompt: {latency} ms")
     print(f"{'detector':9} {'deepset det':>11} {'deepset FPR':>11} {'XSTest FPR':>10} {'JBB det':>8} {'JBB FPR':>8}")
     for combo, row in results.items():
         cells = [
-            _pct(row.get("deepset_test", {}).get("detection_rate")),
-            _pct(row.get("deepset_test", {}).get("false_positive_rate")),
-            _pct(row.get("xstest", {}).get("false_positive_rate")),
-            _pct(row.get("jailbreakbench", {}).get("detection_rate")),
-            _pct(row.get("jailbreakbench", {}).get("false_positive_rate")),
+            pct(row.get("deepset_test", {}).get("detection_rate")),
+            pct(row.get("deepset_test", {}).get("false_positive_rate")),
+            pct(row.get("xstest", {}).get("false_positive_rate")),
+            pct(row.get("jailbreakbench", {}).get("detection_rate")),
+            pct(row.get("jailbreakbench", {}).get("false_positive_rate")),
         ]
         print(f"{combo:9} {cells[0]:>11} {cells[1]:>11} {cells[2]:>10} {cells[3]:>8} {cells[4]:>8}")
     if args.json:
@@ -267,10 +269,6 @@ def _cuda() -> bool:
     except ImportError:
         return False
     return bool(torch.cuda.is_available())
-
-
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.1%}"
 
 
 if __name__ == "__main__":

@@ -61,12 +61,18 @@ def fit(texts: Sequence[str], labels: Sequence[int], threshold: float = 0.5) -> 
     )
 
 
-def cross_validate(texts: list[str], labels: list[int], n_deepset: int, folds: int = 5) -> np.ndarray:
-    """Out-of-fold scores for every training text (folds stratified by label)."""
+def folds(labels: Sequence[int], k: int = 5) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The (train, held-out) index pairs of k folds stratified by label: the threshold rule's folds
+    (benchmarks.injection_encoder splits by the same function, so its detectors see the same folds)."""
     from sklearn.model_selection import StratifiedKFold
 
+    return list(StratifiedKFold(k, shuffle=True, random_state=SEED).split(np.zeros(len(labels)), labels))
+
+
+def cross_validate(texts: list[str], labels: list[int], k: int = 5) -> np.ndarray:
+    """Out-of-fold scores for every training text."""
     oof = np.zeros(len(texts))
-    for train_idx, held_idx in StratifiedKFold(folds, shuffle=True, random_state=SEED).split(texts, labels):
+    for train_idx, held_idx in folds(labels, k):
         model = fit([texts[i] for i in train_idx], [labels[i] for i in train_idx])
         oof[held_idx] = [model.score(texts[i]) for i in held_idx]
     return oof
@@ -132,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     texts, labels = texts + negatives, labels + [0] * len(negatives)
 
     started = time.perf_counter()
-    oof = cross_validate(texts, labels, n_deepset)
+    oof = cross_validate(texts, labels)
     y = np.array(labels)
     ds_oof, ds_y = oof[:n_deepset], y[:n_deepset]
     threshold = float(np.quantile(ds_oof[ds_y == 0], 1 - TARGET_FPR))
@@ -145,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger.info("5-fold CV on deepset train (+%d SQuAD questions), threshold %.4f:", len(negatives), threshold)
     for name, r in cv.items():
         logger.info(
-            "  %-16s detection %s  false positives %s", name, _pct(r["detection_rate"]), _pct(r["false_positive_rate"])
+            "  %-16s detection %s  false positives %s", name, pct(r["detection_rate"]), pct(r["false_positive_rate"])
         )
 
     held_out: dict[str, Any] = {}
@@ -158,8 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             logger.info(
                 "  %-16s detection %s  false positives %s",
                 name,
-                _pct(r["detection_rate"]),
-                _pct(r["false_positive_rate"]),
+                pct(r["detection_rate"]),
+                pct(r["false_positive_rate"]),
             )
 
     meta = {
@@ -188,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _pct(value: float | None) -> str:
+def pct(value: float | None) -> str:
     return "  n/a" if value is None else f"{value:6.1%}"
 
 

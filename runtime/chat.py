@@ -98,6 +98,11 @@ class ChatService:
         self, query: str, limit: int | None = None, *, mode: Mode | None = None, filter: Filter | None = None
     ) -> list[Passage]:
         self._require_store()
+        return await self._search(query, limit, mode=mode, filter=filter)
+
+    async def _search(
+        self, query: str, limit: int | None = None, *, mode: Mode | None = None, filter: Filter | None = None
+    ) -> list[Passage]:
         start = time.perf_counter()
         try:
             passages = await self.retriever.retrieve(query, limit or self.settings.top_k, mode=mode, filter=filter)
@@ -148,7 +153,7 @@ class ChatService:
         wanted = request.retrieval
         self._require_store()  # before the input rail, which would otherwise answer a request we cannot serve
         retrieval = asyncio.create_task(
-            self.retrieve(
+            self._search(
                 conversation[-1]["content"],
                 wanted.top_k if wanted else None,
                 mode=wanted.mode if wanted else None,

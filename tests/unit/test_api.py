@@ -202,7 +202,9 @@ def test_a_store_that_stopped_answering_gives_503_before_retrieval(
     r = client.post("/v1/chat/completions", json={"messages": [QUESTION]})
     assert r.status_code == 503 and r.headers["retry-after"]
     assert "Qdrant" in r.json()["error"]["message"]
-    assert 'ripple_rejected_total{reason="store"} 1.0' in client.get("/metrics").text
+    r = client.post("/v1/retrieve", json={"query": "Zorblax"})
+    assert r.status_code == 503 and r.headers["retry-after"]
+    assert 'ripple_rejected_total{reason="store"} 2.0' in client.get("/metrics").text  # once per request
 
 
 def test_past_the_in_flight_limit_requests_get_429_before_any_work(settings, components) -> None:  # type: ignore[no-untyped-def]

@@ -9,7 +9,7 @@ import asyncio
 import json
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -67,14 +67,13 @@ def stand_in() -> Iterator[StandIn]:
         server.down()
 
 
-async def _until(condition: object, seconds: float) -> float:
+async def _until(condition: Callable[[], bool], seconds: float) -> None:
     loop = asyncio.get_running_loop()
     start = loop.time()
-    while not condition():  # type: ignore[operator]
+    while not condition():
         if loop.time() - start > seconds:
             raise AssertionError(f"not within {seconds} s")
         await asyncio.sleep(0.02)
-    return loop.time() - start
 
 
 async def test_readiness_follows_the_server_going_away_and_coming_back(stand_in: StandIn) -> None:
