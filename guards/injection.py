@@ -40,10 +40,10 @@ def normalise(text: str) -> str:
     return strip_hidden(unicodedata.normalize("NFKC", text)).lower()
 
 
-def char_ngrams(text: str) -> list[str]:
+def char_ngrams(text: str, ngrams: tuple[int, int] = NGRAMS) -> list[str]:
     """Character n-grams of each word padded with spaces, exactly as scikit-learn's `char_wb`."""
     grams: list[str] = []
-    lo, hi = NGRAMS
+    lo, hi = ngrams
     for word in _WHITESPACE.sub(" ", normalise(text)).split():
         w = f" {word} "
         for n in range(lo, hi + 1):

@@ -8,8 +8,11 @@ then cleans the chunks (hidden characters) and leaves out those carrying planted
 output rails, streamed text is held until its window has passed them, so nothing unchecked reaches
 the client. Windows are cut at word boundaries (a word is never split, unless it alone is longer
 than 512 characters, so a rail sees a secret whole) and grow from `stream_first_window_chars`
-to `stream_window_chars`. Without output rails each delta passes straight through. The HTTP framing
-lives in `runtime.api`, not here.
+to `stream_window_chars`. The first window's check starts as soon as its first word may be complete
+and runs while the engine generates the next token; when that token starts with whitespace, the word
+was whole and its verdict is already there (otherwise the check is dropped and the window waits for
+its word to end). Without output rails each delta passes straight through. The HTTP framing lives in
+`runtime.api`, not here.
 """
 
 from __future__ import annotations
@@ -125,6 +128,9 @@ class ChatService:
         finally:
             self.metrics.rails_seconds.labels(rail).observe(time.perf_counter() - start)
 
+    async def _check_output(self, guard: Guard, prepared: Prepared, answer: str) -> Verdict:
+        return await self._check("output", guard.check_output(prepared.conversation, answer, prepared.passages))
+
     async def _retrieval_rail(self, passages: list[Passage]) -> tuple[list[Passage], int]:
         """Retrieved chunks are untrusted: the rail cleans each one or leaves it out (planted instructions)."""
         assert self.guard is not None
@@ -204,46 +210,74 @@ class ChatService:
         # which differs when a rail masked something (a rail sees the model's text, cumulatively).
         pending, released, sent = "", "", ""
         finish, prompt_tokens, completion_tokens = "stop", prepared.prompt_tokens or 0, 0
+        # The first window's check, started on text that may be one whole word (`early_text`).
+        early: asyncio.Task[Verdict] | None = None
+        early_checks = self.settings.stream_early_check
+        early_text = ""
         if not self.generator.ready:
             raise NotReadyError("the generator is not ready")
-        async with aclosing(self.generator.generate(request_id, prepared.messages, prepared.options)) as deltas:
-            async for delta in deltas:
-                prompt_tokens = delta.prompt_tokens or prompt_tokens
-                completion_tokens = delta.completion_tokens or completion_tokens
-                if delta.finish_reason is not None:
-                    finish = delta.finish_reason
-                pending += delta.text
-                if guard is None:
-                    if pending:
-                        yield TextEvent(pending)
-                        released, pending = released + pending, ""
-                    continue
-                if len(pending) >= window:
-                    # A window never ends inside a word, nor inside a run of digit groups unless the run
-                    # alone fills the largest window; a word is cut only when it reaches _LONGEST_WORD.
-                    cut = _word_boundary(pending)
-                    if not cut and len(pending) >= self.settings.stream_window_chars:
-                        cut = _any_whitespace(pending)
-                    if not cut and len(pending) >= _LONGEST_WORD:
-                        cut = len(pending)
-                    if not cut:
-                        continue  # one word, still growing
-                    piece = pending[:cut]
-                    verdict = await self._check(
-                        "output", guard.check_output(prepared.conversation, released + piece, prepared.passages)
-                    )
-                    out = _passed(verdict, sent, piece)
-                    if out is None:
-                        finish, pending = "content_filter", ""
-                        break
-                    if out:
-                        yield TextEvent(out)
-                    released, sent, pending = released + piece, sent + out, pending[cut:]
-                    window = min(window * 2, self.settings.stream_window_chars)
+        try:
+            async with aclosing(self.generator.generate(request_id, prepared.messages, prepared.options)) as deltas:
+                async for delta in deltas:
+                    prompt_tokens = delta.prompt_tokens or prompt_tokens
+                    completion_tokens = delta.completion_tokens or completion_tokens
+                    if delta.finish_reason is not None:
+                        finish = delta.finish_reason
+                    pending += delta.text
+                    if guard is None:
+                        if pending:
+                            yield TextEvent(pending)
+                            released, pending = released + pending, ""
+                        continue
+                    if early is not None and len(pending) > len(early_text):
+                        task, early = early, None
+                        if pending[len(early_text)] in " \n":  # the word was whole: its verdict is (nearly) ready
+                            out = _passed(await task, sent, early_text)
+                            if out is None:
+                                finish, pending = "content_filter", ""
+                                break
+                            if out:
+                                yield TextEvent(out)
+                            released, sent, pending = early_text, out, pending[len(early_text) :]
+                            window = min(window * 2, self.settings.stream_window_chars)
+                        else:
+                            _drop(task)
+                    if len(pending) >= window:
+                        # A window never ends inside a word, nor inside a run of digit groups unless the run
+                        # alone fills the largest window; a word is cut only when it reaches _LONGEST_WORD.
+                        cut = _word_boundary(pending)
+                        if not cut and len(pending) >= self.settings.stream_window_chars:
+                            cut = _any_whitespace(pending)
+                        if not cut and len(pending) >= _LONGEST_WORD:
+                            cut = len(pending)
+                        if not cut:
+                            if early_checks and not released and early is None and _may_end_a_word(pending):
+                                early_text = pending
+                                early = asyncio.create_task(self._check_output(guard, prepared, pending))
+                            continue  # one word, still growing
+                        piece = pending[:cut]
+                        verdict = await self._check_output(guard, prepared, released + piece)
+                        out = _passed(verdict, sent, piece)
+                        if out is None:
+                            finish, pending = "content_filter", ""
+                            break
+                        if out:
+                            yield TextEvent(out)
+                        released, sent, pending = released + piece, sent + out, pending[cut:]
+                        window = min(window * 2, self.settings.stream_window_chars)
+        except BaseException:
+            if early is not None:
+                _drop(early)
+            raise
+        # A one-word answer: the early check judged exactly the text that is left.
+        final = early if early is not None and not released and pending == early_text else None
+        if early is not None and final is None:
+            _drop(early)
         if guard is not None and finish != "content_filter" and (pending or not released):
-            verdict = await self._check(
-                "output", guard.check_output(prepared.conversation, released + pending, prepared.passages)
-            )
+            if final is not None:
+                verdict = await final
+            else:
+                verdict = await self._check_output(guard, prepared, released + pending)
             out = _passed(verdict, sent, pending)
             if out is None:
                 finish, pending = "content_filter", ""
@@ -257,6 +291,19 @@ class ChatService:
         yield FinishEvent(
             finish, prompt_tokens, completion_tokens, prepared.passages, prepared.dropped, prepared.flagged
         )
+
+
+def _may_end_a_word(text: str) -> bool:
+    """Whether whitespace right after `text` would end a window there (see `_CUT`)."""
+    return bool(text) and not (text[-1].isspace() or text[-1].isdigit() or text[-1] == "-")
+
+
+def _drop(task: asyncio.Task[Verdict]) -> None:
+    """Forget an early check whose text did not end a word: cancel it, or read how it ended."""
+    if not task.done():
+        task.cancel()
+    elif not task.cancelled():
+        task.exception()
 
 
 def _passed(verdict: Verdict, sent: str, piece: str) -> str | None:
@@ -283,6 +330,7 @@ def _any_whitespace(text: str) -> int:
 
 
 def _word_boundary(text: str) -> int:
-    """Where to cut a window: after its last whitespace (the word after it may still grow); 0 when none."""
+    """Where to cut a window: after its last whitespace (the word after it may still grow); 0 when none,
+    or when only whitespace comes before it (a window of blanks would cost a check for nothing)."""
     ends = [m.end() for m in _CUT.finditer(text)]
-    return ends[-1] if ends else 0
+    return ends[-1] if ends and text[: ends[-1]].strip() else 0

@@ -146,6 +146,11 @@ class Settings(BaseSettings):
     stream_window_chars: int = Field(
         40, ge=1, description="Streamed text is released in windows of this size after the output rails pass them."
     )
+    stream_early_check: bool = Field(
+        True,
+        description="Check the first window's word while the engine generates the next token (a check is wasted "
+        "when that token continues the word); false: its check starts when the token shows the word ended.",
+    )
 
     log_json: bool = Field(False, description="Log JSON lines (production); also `ripple --log-json`.")
 

@@ -15,7 +15,7 @@ from indexer.embedder import HashingEmbedder
 from indexer.pipeline import Indexer
 from indexer.retriever import QdrantRetriever
 from indexer.store import InMemoryStore
-from runtime.chat import ChatService, FinishEvent, TextEvent
+from runtime.chat import REFUSAL, ChatService, FinishEvent, TextEvent
 from runtime.generation import Delta, FakeGenerator
 from runtime.metrics import Metrics
 from runtime.schemas import ChatCompletionRequest
@@ -203,3 +203,73 @@ async def test_a_long_word_is_not_cut_at_the_window_size(settings: Settings) -> 
     assert isinstance(events[-1], FinishEvent) and events[-1].finish_reason == "stop"
     assert "".join(texts).startswith("Mail [[EMAIL]](mailto:[EMAIL]) today")
     assert not any("jane" in t or "example" in t for t in texts)
+
+
+def scripted(*pieces: str):  # type: ignore[no-untyped-def]
+    """A generator that streams `pieces` as its deltas."""
+
+    async def generate(request_id: str, messages: object, options: object):  # type: ignore[no-untyped-def]
+        for i, piece in enumerate(pieces):
+            yield Delta(text=piece, finish_reason="stop" if i == len(pieces) - 1 else None)
+
+    return generate
+
+
+async def test_the_first_words_check_runs_while_the_next_token_is_generated(settings: Settings) -> None:
+    """The first word's check starts before the engine has produced the token that shows the word ended,
+    so the first text leaves as soon as that token arrives; the answer still adds up and is all checked."""
+    guard = FakeGuard()
+    service = await make_service(settings.model_copy(update={"stream_first_window_chars": 1}), guard, "unused")
+
+    async def generate(request_id: str, messages: object, options: object):  # type: ignore[no-untyped-def]
+        yield Delta(text="Hello")
+        for _ in range(200):  # the engine "decodes" the next token: the check runs meanwhile
+            if "Hello" in guard.output_checks:
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("the first word's check had not started before the next token")
+        yield Delta(text=" world", finish_reason="stop")
+
+    service.generator.generate = generate  # type: ignore[method-assign]
+    prepared = await service.prepare(request("Zorblax?"))
+    texts = [e.text async for e in service.events(prepared, "e1", stream=True) if isinstance(e, TextEvent)]
+    assert texts == ["Hello", " world"]
+    assert guard.output_checks == ["Hello", "Hello world"]
+
+
+async def test_an_early_check_of_a_word_that_goes_on_is_dropped(settings: Settings) -> None:
+    """ "Rip" may be a whole word until "ple" arrives: its early check is dropped and nothing of it is sent
+    before "Ripple" itself passed."""
+    guard = FakeGuard()
+    service = await make_service(settings.model_copy(update={"stream_first_window_chars": 1}), guard, "unused")
+    service.generator.generate = scripted("Rip", "ple", " is", " here")  # type: ignore[method-assign]
+    prepared = await service.prepare(request("Zorblax?"))
+    events = [e async for e in service.events(prepared, "e2", stream=True)]
+    texts = [e.text for e in events if isinstance(e, TextEvent)]
+    assert texts[0] == "Ripple" and "".join(texts) == "Ripple is here"
+    assert all(t.strip() for t in texts), "no window of blanks alone"
+    released = ""
+    for text in texts:
+        released += text
+        assert released in guard.output_checks, f"{released!r} was sent unchecked"
+    assert isinstance(events[-1], FinishEvent) and events[-1].finish_reason == "stop"
+
+
+async def test_a_blocked_first_word_sends_nothing_of_it(settings: Settings) -> None:
+    guard = FakeGuard(blocked_output=("SECRET",))
+    service = await make_service(settings.model_copy(update={"stream_first_window_chars": 1}), guard, "unused")
+    service.generator.generate = scripted("SECRET", " stuff")  # type: ignore[method-assign]
+    prepared = await service.prepare(request("Zorblax?"))
+    events = [e async for e in service.events(prepared, "e3", stream=True)]
+    assert [e.text for e in events if isinstance(e, TextEvent)] == [REFUSAL]
+    assert isinstance(events[-1], FinishEvent) and events[-1].finish_reason == "content_filter"
+
+
+async def test_a_one_word_answer_is_checked_once(settings: Settings) -> None:
+    guard = FakeGuard()
+    service = await make_service(settings.model_copy(update={"stream_first_window_chars": 1}), guard, "unused")
+    service.generator.generate = scripted("Yes")  # type: ignore[method-assign]
+    prepared = await service.prepare(request("Zorblax?"))
+    texts = [e.text async for e in service.events(prepared, "e4", stream=True) if isinstance(e, TextEvent)]
+    assert texts == ["Yes"] and guard.output_checks == ["Yes"]
