@@ -122,11 +122,15 @@ class ChatService:
             raise NotReadyError("the vector store (Qdrant) is not answering: retry after the Retry-After delay")
 
     async def _check(self, rail: str, call: Awaitable[Verdict]) -> Verdict:
-        start = time.perf_counter()
+        start: float | None = time.perf_counter()
         try:
             return await call
+        except asyncio.CancelledError:
+            start = None  # a dropped early check: its time is not a check's duration
+            raise
         finally:
-            self.metrics.rails_seconds.labels(rail).observe(time.perf_counter() - start)
+            if start is not None:
+                self.metrics.rails_seconds.labels(rail).observe(time.perf_counter() - start)
 
     async def _check_output(self, guard: Guard, prepared: Prepared, answer: str) -> Verdict:
         return await self._check("output", guard.check_output(prepared.conversation, answer, prepared.passages))
@@ -212,7 +216,7 @@ class ChatService:
         finish, prompt_tokens, completion_tokens = "stop", prepared.prompt_tokens or 0, 0
         # The first window's check, started on text that may be one whole word (`early_text`).
         early: asyncio.Task[Verdict] | None = None
-        early_checks = self.settings.stream_early_check
+        early_checks = _EARLY_CHECKS if self.settings.stream_early_check else 0
         early_text = ""
         if not self.generator.ready:
             raise NotReadyError("the generator is not ready")
@@ -252,6 +256,7 @@ class ChatService:
                             cut = len(pending)
                         if not cut:
                             if early_checks and not released and early is None and _may_end_a_word(pending):
+                                early_checks -= 1
                                 early_text = pending
                                 early = asyncio.create_task(self._check_output(guard, prepared, pending))
                             continue  # one word, still growing
@@ -293,6 +298,11 @@ class ChatService:
         )
 
 
+_EARLY_CHECKS = 2
+"""Early checks per answer: one on the first token, one more when that token turned out to be part of a
+longer word; after that the word's check waits for it to end (each dropped check is wasted work)."""
+
+
 def _may_end_a_word(text: str) -> bool:
     """Whether whitespace right after `text` would end a window there (see `_CUT`)."""
     return bool(text) and not (text[-1].isspace() or text[-1].isdigit() or text[-1] == "-")
@@ -300,10 +310,8 @@ def _may_end_a_word(text: str) -> bool:
 
 def _drop(task: asyncio.Task[Verdict]) -> None:
     """Forget an early check whose text did not end a word: cancel it, or read how it ended."""
-    if not task.done():
-        task.cancel()
-    elif not task.cancelled():
-        task.exception()
+    task.cancel()
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
 
 def _passed(verdict: Verdict, sent: str, piece: str) -> str | None:
@@ -326,7 +334,8 @@ _LONGEST_WORD = 512
 
 
 def _any_whitespace(text: str) -> int:
-    return max(text.rfind(" "), text.rfind("\n")) + 1
+    cut = max(text.rfind(" "), text.rfind("\n")) + 1
+    return cut if text[:cut].strip() else 0
 
 
 def _word_boundary(text: str) -> int:

@@ -210,6 +210,8 @@ def scripted(*pieces: str):  # type: ignore[no-untyped-def]
 
     async def generate(request_id: str, messages: object, options: object):  # type: ignore[no-untyped-def]
         for i, piece in enumerate(pieces):
+            if i:
+                await asyncio.sleep(0.01)  # "decoding": a check started meanwhile runs
             yield Delta(text=piece, finish_reason="stop" if i == len(pieces) - 1 else None)
 
     return generate
@@ -273,3 +275,20 @@ async def test_a_one_word_answer_is_checked_once(settings: Settings) -> None:
     prepared = await service.prepare(request("Zorblax?"))
     texts = [e.text async for e in service.events(prepared, "e4", stream=True) if isinstance(e, TextEvent)]
     assert texts == ["Yes"] and guard.output_checks == ["Yes"]
+
+
+async def test_early_checks_stop_after_two_and_never_send_a_blank_window(settings: Settings) -> None:
+    """A first word of several tokens gets at most two early checks, then waits for its end; the space
+    after an early-released word does not go out alone even before a word longer than the window."""
+    guard = FakeGuard()
+    service = await make_service(
+        settings.model_copy(update={"stream_first_window_chars": 1, "stream_window_chars": 8}), guard, "unused"
+    )
+    prepared = await service.prepare(request("Zorblax?"))
+    service.generator.generate = scripted("Q", "d", "rant", " server")  # type: ignore[method-assign]
+    texts = [e.text async for e in service.events(prepared, "e5", stream=True) if isinstance(e, TextEvent)]
+    assert guard.output_checks == ["Q", "Qd", "Qdrant ", "Qdrant server"]
+    assert texts == ["Qdrant ", "server"]
+    service.generator.generate = scripted("Hi", " abcdefghijkl")  # type: ignore[method-assign]
+    texts = [e.text async for e in service.events(prepared, "e6", stream=True) if isinstance(e, TextEvent)]
+    assert texts == ["Hi", " abcdefghijkl"]
