@@ -10,9 +10,9 @@ the client. Windows are cut at word boundaries (a word is never split, unless it
 than 512 characters, so a rail sees a secret whole) and grow from `stream_first_window_chars`
 to `stream_window_chars`. The first window's check starts as soon as its first word may be complete
 and runs while the engine generates the next token; when that token starts with whitespace, the word
-was whole and its verdict is already there (otherwise the check is dropped and the window waits for
-its word to end). Without output rails each delta passes straight through. The HTTP framing lives in
-`runtime.api`, not here.
+was whole and its verdict is already there (otherwise the check is dropped; after two such checks
+the window waits for its word to end). Without output rails each delta passes straight through.
+The HTTP framing lives in `runtime.api`, not here.
 """
 
 from __future__ import annotations
@@ -122,15 +122,11 @@ class ChatService:
             raise NotReadyError("the vector store (Qdrant) is not answering: retry after the Retry-After delay")
 
     async def _check(self, rail: str, call: Awaitable[Verdict]) -> Verdict:
-        start: float | None = time.perf_counter()
-        try:
-            return await call
-        except asyncio.CancelledError:
-            start = None  # a dropped early check: its time is not a check's duration
-            raise
-        finally:
-            if start is not None:
-                self.metrics.rails_seconds.labels(rail).observe(time.perf_counter() - start)
+        """The check's verdict, its duration observed when it gives one (not when it fails or is dropped)."""
+        start = time.perf_counter()
+        verdict = await call
+        self.metrics.rails_seconds.labels(rail).observe(time.perf_counter() - start)
+        return verdict
 
     async def _check_output(self, guard: Guard, prepared: Prepared, answer: str) -> Verdict:
         return await self._check("output", guard.check_output(prepared.conversation, answer, prepared.passages))
@@ -218,6 +214,7 @@ class ChatService:
         early: asyncio.Task[Verdict] | None = None
         early_checks = _EARLY_CHECKS if self.settings.stream_early_check else 0
         early_text = ""
+        largest = self.settings.stream_window_chars
         if not self.generator.ready:
             raise NotReadyError("the generator is not ready")
         try:
@@ -233,56 +230,42 @@ class ChatService:
                             yield TextEvent(pending)
                             released, pending = released + pending, ""
                         continue
+                    cut, check = 0, None
                     if early is not None and len(pending) > len(early_text):
-                        task, early = early, None
-                        if pending[len(early_text)] in " \n":  # the word was whole: its verdict is (nearly) ready
-                            out = _passed(await task, sent, early_text)
-                            if out is None:
-                                finish, pending = "content_filter", ""
-                                break
-                            if out:
-                                yield TextEvent(out)
-                            released, sent, pending = early_text, out, pending[len(early_text) :]
-                            window = min(window * 2, self.settings.stream_window_chars)
+                        # Whitespace after the early check's text ends a window there: its verdict is the
+                        # window's. Otherwise the word went on and that verdict is of no use.
+                        if _window_cut(pending[: len(early_text) + 1], largest) == len(early_text) + 1:
+                            cut, check = len(early_text), early
                         else:
-                            _drop(task)
-                    if len(pending) >= window:
-                        # A window never ends inside a word, nor inside a run of digit groups unless the run
-                        # alone fills the largest window; a word is cut only when it reaches _LONGEST_WORD.
-                        cut = _word_boundary(pending)
-                        if not cut and len(pending) >= self.settings.stream_window_chars:
-                            cut = _any_whitespace(pending)
-                        if not cut and len(pending) >= _LONGEST_WORD:
-                            cut = len(pending)
-                        if not cut:
-                            if early_checks and not released and early is None and _may_end_a_word(pending):
-                                early_checks -= 1
-                                early_text = pending
-                                early = asyncio.create_task(self._check_output(guard, prepared, pending))
-                            continue  # one word, still growing
-                        piece = pending[:cut]
-                        verdict = await self._check_output(guard, prepared, released + piece)
-                        out = _passed(verdict, sent, piece)
-                        if out is None:
-                            finish, pending = "content_filter", ""
-                            break
-                        if out:
-                            yield TextEvent(out)
-                        released, sent, pending = released + piece, sent + out, pending[cut:]
-                        window = min(window * 2, self.settings.stream_window_chars)
+                            _drop(early)
+                        early = None
+                    if not cut and len(pending) >= window:
+                        cut = _window_cut(pending, largest)
+                        if not cut and early_checks and not released and _may_end_a_window(pending, largest):
+                            # One word so far: check it now, while the engine generates the next token.
+                            early_checks -= 1
+                            early_text = pending
+                            early = asyncio.create_task(self._check_output(guard, prepared, pending))
+                    if not cut:
+                        continue  # one word, still growing
+                    piece = pending[:cut]
+                    verdict = await (check or self._check_output(guard, prepared, released + piece))
+                    out = _passed(verdict, sent, piece)
+                    if out is None:
+                        finish, pending = "content_filter", ""
+                        break
+                    if out:
+                        yield TextEvent(out)
+                    released, sent, pending = released + piece, sent + out, pending[cut:]
+                    window = min(window * 2, largest)
         except BaseException:
             if early is not None:
                 _drop(early)
             raise
-        # A one-word answer: the early check judged exactly the text that is left.
-        final = early if early is not None and not released and pending == early_text else None
-        if early is not None and final is None:
-            _drop(early)
         if guard is not None and finish != "content_filter" and (pending or not released):
-            if final is not None:
-                verdict = await final
-            else:
-                verdict = await self._check_output(guard, prepared, released + pending)
+            # An early check still in flight was started on exactly the text left (a one-word answer):
+            # one is only ever in flight while nothing was released and `pending` has not grown.
+            verdict = await (early or self._check_output(guard, prepared, released + pending))
             out = _passed(verdict, sent, pending)
             if out is None:
                 finish, pending = "content_filter", ""
@@ -303,9 +286,9 @@ _EARLY_CHECKS = 2
 longer word; after that the word's check waits for it to end (each dropped check is wasted work)."""
 
 
-def _may_end_a_word(text: str) -> bool:
-    """Whether whitespace right after `text` would end a window there (see `_CUT`)."""
-    return bool(text) and not (text[-1].isspace() or text[-1].isdigit() or text[-1] == "-")
+def _may_end_a_window(text: str, largest: int) -> bool:
+    """Whether whitespace right after `text` would end a window there."""
+    return _window_cut(text + " ", largest) == len(text) + 1
 
 
 def _drop(task: asyncio.Task[Verdict]) -> None:
@@ -333,13 +316,15 @@ _LONGEST_WORD = 512
 """A "word" this long (no whitespace at all) is cut anyway, so a stream without spaces still moves."""
 
 
-def _any_whitespace(text: str) -> int:
-    cut = max(text.rfind(" "), text.rfind("\n")) + 1
-    return cut if text[:cut].strip() else 0
-
-
-def _word_boundary(text: str) -> int:
-    """Where to cut a window: after its last whitespace (the word after it may still grow); 0 when none,
-    or when only whitespace comes before it (a window of blanks would cost a check for nothing)."""
-    ends = [m.end() for m in _CUT.finditer(text)]
-    return ends[-1] if ends and text[: ends[-1]].strip() else 0
+def _window_cut(text: str, largest: int) -> int:
+    """Where to cut a window of `text`, 0 for not yet: after its last whitespace (the word after it may
+    still grow), but never after whitespace that follows a digit or dash unless the text fills the
+    `largest` window, and inside a word only when it reaches _LONGEST_WORD. Never after blanks alone
+    (a window of blanks would cost a check for nothing)."""
+    blanks = len(text) - len(text.lstrip())
+    cut = max((m.end() for m in _CUT.finditer(text)), default=0)
+    if cut <= blanks and len(text) >= largest:
+        cut = max(text.rfind(" "), text.rfind("\n")) + 1
+    if cut <= blanks and len(text) >= _LONGEST_WORD:
+        cut = len(text)
+    return cut if cut > blanks else 0

@@ -292,3 +292,7 @@ async def test_early_checks_stop_after_two_and_never_send_a_blank_window(setting
     service.generator.generate = scripted("Hi", " abcdefghijkl")  # type: ignore[method-assign]
     texts = [e.text async for e in service.events(prepared, "e6", stream=True) if isinstance(e, TextEvent)]
     assert texts == ["Hi", " abcdefghijkl"]
+    # ...and a word of 512 characters or more after that space is still cut, so the stream moves.
+    service.generator.generate = scripted("Hi", " " + "x" * 600, "yz", " end")  # type: ignore[method-assign]
+    texts = [e.text async for e in service.events(prepared, "e7", stream=True) if isinstance(e, TextEvent)]
+    assert texts == ["Hi", " " + "x" * 600 + "yz", " end"]
