@@ -30,19 +30,17 @@ from typing import Any
 
 import numpy as np
 
-from guards.evaluation import load_labelled
 from guards.train_injection import (
     DATA,
     SEED,
-    SQUAD_NEGATIVES,
-    TARGET_FPR,
     cross_validate,
     evaluation_sets,
     fit,
     folds,
     pct,
     rates,
-    squad_questions,
+    threshold_of,
+    training_data,
 )
 from indexer.embedder import SentenceTransformerEmbedder
 from runtime.models import packaged_embedder_path
@@ -200,16 +198,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
 
-    train = args.data / "guards/deepset/train.jsonl"
-    squad = args.data / "squad/dev-v1.1.json"
-    for path in (train, squad):
-        if not path.is_file():
-            print(f"{path} is missing: pass --data pointing at the shared data folder", file=sys.stderr)
-            return 2
-    deepset = load_labelled(train)
-    negatives = squad_questions(squad, SQUAD_NEGATIVES)
-    texts, labels = deepset.texts + negatives, deepset.labels + [0] * len(negatives)
-    is_deepset = np.arange(len(texts)) < len(deepset.texts)
+    try:
+        texts, labels, n_deepset = training_data(args.data)
+    except FileNotFoundError as exc:
+        print(f"{exc}: pass --data pointing at the shared data folder", file=sys.stderr)
+        return 2
+    is_deepset = np.arange(len(texts)) < n_deepset
     if args.limit:
         keep = sorted(random.Random(SEED).sample(range(len(texts)), min(args.limit, len(texts))))
         texts, labels, is_deepset = [texts[i] for i in keep], [labels[i] for i in keep], is_deepset[keep]
@@ -227,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: dict[str, Any] = {}
     for combo, join in COMBINATIONS.items():
         oof = join(enc_oof, ngram_oof)
-        threshold = float(np.quantile(oof[is_deepset & (y == 0)], 1 - TARGET_FPR))
+        threshold = threshold_of(oof[is_deepset & (y == 0)])
         row: dict[str, Any] = {"threshold": threshold}
         for name, (_, eval_labels) in held_out.items():
             row[name] = rates(join(enc_scores[name], ngram_scores[name]) > threshold, np.asarray(eval_labels))

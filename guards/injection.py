@@ -69,6 +69,7 @@ class InjectionClassifier:
     intercept: float
     threshold: float
     meta: dict[str, object]
+    ngrams: tuple[int, int] = NGRAMS
 
     @classmethod
     def load(cls, path: Path = ARTIFACT) -> InjectionClassifier:
@@ -83,11 +84,12 @@ class InjectionClassifier:
             coef = data["coef"].astype(np.float64)
             intercept = float(data["intercept"])
         meta = json.loads(meta_path.read_text())
-        return cls({g: i for i, g in enumerate(grams)}, idf, coef, intercept, float(meta["threshold"]), meta)
+        lo, hi = meta.get("ngram_range", NGRAMS)
+        return cls({g: i for i, g in enumerate(grams)}, idf, coef, intercept, float(meta["threshold"]), meta, (lo, hi))
 
     def _score_one(self, text: str) -> float:
         counts: dict[int, int] = {}
-        for gram in char_ngrams(text):
+        for gram in char_ngrams(text, self.ngrams):
             i = self.vocabulary.get(gram)
             if i is not None:
                 counts[i] = counts.get(i, 0) + 1

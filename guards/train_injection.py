@@ -21,6 +21,8 @@ import random
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +46,20 @@ def squad_questions(path: Path, n: int) -> list[str]:
     return random.Random(SEED).sample(questions, min(n, len(questions)))
 
 
-def fit(texts: Sequence[str], labels: Sequence[int], threshold: float = 0.5) -> InjectionClassifier:
+def fit(
+    texts: Sequence[str],
+    labels: Sequence[int],
+    threshold: float = 0.5,
+    *,
+    ngrams: tuple[int, int] = NGRAMS,
+    c: float = C,
+) -> InjectionClassifier:
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
-    vec = TfidfVectorizer(analyzer=char_ngrams, min_df=2, sublinear_tf=True)
+    vec = TfidfVectorizer(analyzer=partial(char_ngrams, ngrams=ngrams), min_df=2, sublinear_tf=True)
     x = vec.fit_transform(texts)
-    lr = LogisticRegression(C=C, max_iter=5000, class_weight="balanced").fit(x, labels)
+    lr = LogisticRegression(C=c, max_iter=5000, class_weight="balanced").fit(x, labels)
     return InjectionClassifier(
         vocabulary=dict(vec.vocabulary_),
         idf=np.asarray(vec.idf_, dtype=np.float64),
@@ -58,6 +67,7 @@ def fit(texts: Sequence[str], labels: Sequence[int], threshold: float = 0.5) -> 
         intercept=float(lr.intercept_[0]),
         threshold=threshold,
         meta={},
+        ngrams=ngrams,
     )
 
 
@@ -69,11 +79,13 @@ def folds(labels: Sequence[int], k: int = 5) -> list[tuple[np.ndarray, np.ndarra
     return list(StratifiedKFold(k, shuffle=True, random_state=SEED).split(np.zeros(len(labels)), labels))
 
 
-def cross_validate(texts: list[str], labels: list[int], k: int = 5) -> np.ndarray:
+def cross_validate(
+    texts: list[str], labels: list[int], k: int = 5, *, ngrams: tuple[int, int] = NGRAMS, c: float = C
+) -> np.ndarray:
     """Out-of-fold scores for every training text."""
     oof = np.zeros(len(texts))
     for train_idx, held_idx in folds(labels, k):
-        model = fit([texts[i] for i in train_idx], [labels[i] for i in train_idx])
+        model = fit([texts[i] for i in train_idx], [labels[i] for i in train_idx], ngrams=ngrams, c=c)
         oof[held_idx] = [model.score(texts[i]) for i in held_idx]
     return oof
 
@@ -105,6 +117,59 @@ def evaluation_sets(data: Path) -> dict[str, tuple[list[str], list[int]]]:
     return sets
 
 
+def training_data(data: Path) -> tuple[list[str], list[int], int]:
+    """The deepset train split followed by the SQuAD questions added as benign, and how many are deepset's."""
+    train, squad = data / "guards/deepset/train.jsonl", data / "squad/dev-v1.1.json"
+    for path in (train, squad):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing")
+    deepset = load_labelled(train)
+    negatives = squad_questions(squad, SQUAD_NEGATIVES)
+    return deepset.texts + negatives, deepset.labels + [0] * len(negatives), len(deepset.texts)
+
+
+def threshold_of(benign_scores: np.ndarray) -> float:
+    """The threshold rule: the score below which 1 - TARGET_FPR of the benign prompts' out-of-fold scores fall."""
+    return float(np.quantile(benign_scores, 1 - TARGET_FPR))
+
+
+@dataclass(frozen=True)
+class Trained:
+    model: InjectionClassifier
+    threshold: float
+    cv: dict[str, dict[str, float | None]]
+    held_out: dict[str, dict[str, float | None]]
+    seconds: float
+
+
+def train(
+    texts: list[str],
+    labels: list[int],
+    n_deepset: int,
+    data: Path,
+    *,
+    ngrams: tuple[int, int] = NGRAMS,
+    c: float = C,
+) -> Trained:
+    """Cross-validate, fix the threshold by the rule, fit on everything, and score the held-out sets
+    found under `data` (for information). `texts[:n_deepset]` are deepset's, the rest added benign."""
+    started = time.perf_counter()
+    oof = cross_validate(texts, labels, ngrams=ngrams, c=c)
+    y = np.array(labels)
+    ds_oof, ds_y = oof[:n_deepset], y[:n_deepset]
+    threshold = threshold_of(ds_oof[ds_y == 0])
+    cv = {
+        "deepset_train": rates(ds_oof > threshold, ds_y),
+        "squad_negatives": rates(oof[n_deepset:] > threshold, y[n_deepset:]),
+    }
+    model = fit(texts, labels, threshold, ngrams=ngrams, c=c)
+    held_out = {
+        name: rates(np.array([model.score(t) > threshold for t in eval_texts]), np.array(eval_labels))
+        for name, (eval_texts, eval_labels) in evaluation_sets(data).items()
+    }
+    return Trained(model, threshold, cv, held_out, time.perf_counter() - started)
+
+
 def save(model: InjectionClassifier, out: Path, meta: dict[str, Any]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     grams = sorted(model.vocabulary, key=model.vocabulary.__getitem__)
@@ -125,39 +190,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    train = args.data / "guards/deepset/train.jsonl"
-    squad = args.data / "squad/dev-v1.1.json"
-    for path in (train, squad):
-        if not path.is_file():
-            logger.info("%s is missing: pass --data pointing at the shared data folder", path)
-            return 2
-    deepset = load_labelled(train)
-    texts, labels = deepset.texts, deepset.labels
-    n_deepset = len(texts)
-    negatives = squad_questions(squad, SQUAD_NEGATIVES)
-    texts, labels = texts + negatives, labels + [0] * len(negatives)
-
-    started = time.perf_counter()
-    oof = cross_validate(texts, labels)
-    y = np.array(labels)
-    ds_oof, ds_y = oof[:n_deepset], y[:n_deepset]
-    threshold = float(np.quantile(ds_oof[ds_y == 0], 1 - TARGET_FPR))
-    cv = {
-        "deepset_train": rates(ds_oof > threshold, ds_y),
-        "squad_negatives": rates(oof[n_deepset:] > threshold, y[n_deepset:]),
-    }
-    model = fit(texts, labels, threshold)
-    seconds = time.perf_counter() - started
-    logger.info("5-fold CV on deepset train (+%d SQuAD questions), threshold %.4f:", len(negatives), threshold)
+    try:
+        texts, labels, n_deepset = training_data(args.data)
+    except FileNotFoundError as exc:
+        logger.info("%s: pass --data pointing at the shared data folder", exc)
+        return 2
+    trained = train(texts, labels, n_deepset, args.data)
+    model, threshold, cv, held_out = trained.model, trained.threshold, trained.cv, trained.held_out
+    logger.info("5-fold CV on deepset train (+%d SQuAD questions), threshold %.4f:", len(texts) - n_deepset, threshold)
     for name, r in cv.items():
         logger.info(
             "  %-16s detection %s  false positives %s", name, pct(r["detection_rate"]), pct(r["false_positive_rate"])
         )
-
-    held_out: dict[str, Any] = {}
-    for name, (eval_texts, eval_labels) in evaluation_sets(args.data).items():
-        flags = np.array([model.score(t) > threshold for t in eval_texts])
-        held_out[name] = rates(flags, np.array(eval_labels))
     if held_out:
         logger.info("held out (for information; nothing was chosen on these):")
         for name, r in held_out.items():
@@ -175,13 +219,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "threshold_rule": f"{1 - TARGET_FPR:.0%} quantile of out-of-fold scores of deepset train benign prompts",
         "training_data": {
             "deepset/prompt-injections train (Apache-2.0)": n_deepset,
-            "SQuAD v1.1 dev questions as benign (CC BY-SA 4.0)": len(negatives),
+            "SQuAD v1.1 dev questions as benign (CC BY-SA 4.0)": len(texts) - n_deepset,
         },
         "C": C,
         "vocabulary_size": len(model.vocabulary),
         "cv": cv,
         "held_out": held_out,
-        "train_seconds": round(seconds, 1),
+        "train_seconds": round(trained.seconds, 1),
     }
     save(model, args.out, meta)
     logger.info(
@@ -189,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.out,
         len(model.vocabulary),
         args.out.stat().st_size / 1024,
-        seconds,
+        trained.seconds,
     )
     return 0
 
