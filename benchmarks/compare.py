@@ -1,6 +1,6 @@
 """Ripple against a raw vLLM OpenAI server on the same model and the same augmented prompts, in one run.
 
-1. Index docs/ into a temporary Qdrant folder and start `ripple serve` (harness.ripple_server).
+1. Index docs/ into a temporary Qdrant folder and start `ripple serve` (harness.ripple_servers).
 2. For each question, fetch Ripple's passages (POST /v1/retrieve, Ripple's own top_k and mode; or
    the `citations` of a 1-token chat answer where those differ) and build the messages Ripple sends
    its engine with `runtime.prompt.assemble`, the function Ripple itself calls, so the raw server
@@ -33,7 +33,6 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -46,7 +45,7 @@ from typing import Any
 import httpx
 
 from benchmarks.first_token import histogram_sums
-from benchmarks.harness import RIPPLE, Served, free_port, machine, ripple_server, served_process
+from benchmarks.harness import RIPPLE, Served, free_port, machine, ripple_servers, served_process
 from benchmarks.load import Load, Message, as_messages, fmt, load_questions, run_load
 from indexer.types import Passage
 from runtime.models import resolve_chat_model
@@ -252,13 +251,10 @@ def main() -> None:
         overrides: dict[str, Any] = {"qdrant_path": Path(env["RIPPLE_QDRANT_PATH"])}
         settings = Settings(**overrides)
         subprocess.run([RIPPLE, "index", str(DOCS)], env={**os.environ, **env}, check=True, capture_output=True)
-        up: dict[str, Served] = {}
-        for name in names:
-            # Qdrant local folders take one process: each Ripple gets its own copy of the index.
-            folder = f"{tmp}/qdrant-{name}"
-            shutil.copytree(env["RIPPLE_QDRANT_PATH"], folder)
-            ripple_env = {"RIPPLE_QDRANT_PATH": folder, "RIPPLE_GUARDS_ENABLED": str(name == "on").lower()}
-            up[name] = servers.enter_context(ripple_server(ripple_env, logs / f"ripple-{name}.log"))
+        rails = {name: {"RIPPLE_GUARDS_ENABLED": str(name == "on").lower()} for name in names}
+        up: dict[str, Served] = dict(
+            servers.enter_context(ripple_servers(rails, Path(env["RIPPLE_QDRANT_PATH"]), logs))
+        )
         up["raw"] = servers.enter_context(vllm_server(settings, logs / "vllm.log"))
         starts = {name: served.start_seconds for name, served in up.items()}
         prompts, differed = augmented(up[names[0]].base_url, settings, questions)

@@ -8,12 +8,13 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,6 +90,20 @@ def ripple_server(env_overrides: dict[str, str], log: Path, timeout: float = 600
     port = free_port()
     with served_process([RIPPLE, "serve", "--port", str(port)], env, port, "/ready", log, timeout) as served:
         yield served
+
+
+@contextmanager
+def ripple_servers(envs: dict[str, dict[str, str]], index: Path, logs: Path) -> Iterator[dict[str, Served]]:
+    """One `ripple serve` per entry of `envs`, all up at once (so their loads can be interleaved), each on
+    its own copy of the index folder `index` (a local Qdrant folder serves one process)."""
+    with ExitStack() as stack:
+        up: dict[str, Served] = {}
+        for name, env in envs.items():
+            folder = index.with_name(f"{index.name}-{name}")
+            shutil.copytree(index, folder)
+            log = logs / f"ripple-{name}.log"
+            up[name] = stack.enter_context(ripple_server({**env, "RIPPLE_QDRANT_PATH": str(folder)}, log))
+        yield up
 
 
 @dataclass
