@@ -18,8 +18,11 @@
 With `--rails both`, two Ripple servers run, rails on and off, and the rails' own cost is printed
 too: TTFT and TPOT p50 with rails on minus off, and the throughput ratio.
 Greedy decoding with `ignore_eos`, so both generate exactly `--max-tokens` tokens per answer.
-Run: `python -m benchmarks.compare --concurrency 1,8 --requests 24 [--rounds N] [--rails on|off|both] --json out.json`
-(rounds: one per server by default, so that each goes first once).
+Run: `python -m benchmarks.compare --concurrency 1,8 --requests 24 [--rounds N] [--rails on|off|both]
+[--start-order raw,off,on] --json out.json` (rounds: one per server by default, so that each goes first
+once). With several servers up at once, the one started first was slower on these machines (two
+identical Ripple servers: 0.76 against 0.54 s TTFT p50; cause not found), so a fair comparison runs
+twice with the start order reversed and reports both.
 
 Importing `runtime.prompt`/`runtime.settings`/`runtime.models` here breaks the rule that benchmarks
 only see Ripple over HTTP, on purpose: a copy of the prompt packing could drift from the real one.
@@ -110,10 +113,13 @@ def augmented(base_url: str, settings: Settings, questions: list[str]) -> tuple[
     return out, differed
 
 
-def retrieval_mean_ms(before: dict[str, float], after: dict[str, float]) -> float | None:
-    name = "ripple_retrieval_seconds"
+def mean_ms(name: str, before: dict[str, float], after: dict[str, float]) -> float | None:
     count = after.get(f"{name}_count", 0) - before.get(f"{name}_count", 0)
     return 1000 * (after.get(f"{name}_sum", 0) - before.get(f"{name}_sum", 0)) / count if count else None
+
+
+def count_of(name: str, before: dict[str, float], after: dict[str, float]) -> float:
+    return after.get(f"{name}_count", 0) - before.get(f"{name}_count", 0)
 
 
 def run_loads(
@@ -135,7 +141,15 @@ def run_loads(
             )
         )
         if ripple:
-            report["retrieval_mean_ms"] = retrieval_mean_ms(before, histogram_sums(base_url))
+            after = histogram_sums(base_url)
+            report["retrieval_mean_ms"] = mean_ms("ripple_retrieval_seconds", before, after)
+            # Each rail's mean check time, and output checks per request (one per streamed window).
+            rails = {rail: f'ripple_rails_seconds{{rail="{rail}"}}' for rail in ("input", "retrieval", "output")}
+            report["rails_mean_ms"] = {rail: mean_ms(name, before, after) for rail, name in rails.items()}
+            answered = count_of(rails["input"], before, after)
+            report["output_checks_per_request"] = (
+                count_of(rails["output"], before, after) / answered if answered else None
+            )
         reports.append(report)
     return reports
 
@@ -192,6 +206,10 @@ def print_table(rows: list[dict[str, Any]], ripple: list[dict[str, Any]], raw: l
             f"{fmt(row['ripple_prompt_tokens_mean'])}/{fmt(row['raw_prompt_tokens_mean'])}",
         ]
         print(" ".join(f"{c:>13}" for c in cells), f" {a['status_counts']} / {b['status_counts']}")
+        if any(a.get("rails_mean_ms", {}).values()):
+            rails = ", ".join(f"{k} {fmt(v, 1)}" for k, v in a["rails_mean_ms"].items())
+            print(f"{'':>13} rails' mean ms per check: {rails}; output checks per request "
+                  f"{fmt(a['output_checks_per_request'], 1)}")  # fmt: skip
 
 
 def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -228,6 +246,11 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--dataset", type=Path, help="questions (JSONL or one per line); default: 8 about docs/")
     parser.add_argument("--rails", choices=["on", "off", "both"], default="on", help="Ripple's rails")
+    parser.add_argument(
+        "--start-order",
+        help="the order the servers start in, e.g. raw,off,on (default: on,off,raw); with several up at once "
+        "the one started first ran slower here, so run twice with the order swapped",
+    )
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=300)
     parser.add_argument("--json", type=Path)
@@ -242,6 +265,9 @@ def main() -> None:
     print(f"server logs: {logs}")
     names = {"on": ["on"], "off": ["off"], "both": ["on", "off"]}[args.rails]
     args.rounds = args.rounds or len(names) + 1  # each server goes first once
+    start_order = args.start_order.split(",") if args.start_order else [*names, "raw"]
+    if sorted(start_order) != sorted([*names, "raw"]):
+        parser.error(f"--start-order must name each server once: {','.join([*names, 'raw'])} in some order")
     # rounds[r][server] = reports by concurrency; server is "on", "off" (Ripple's rails) or "raw".
     rounds: list[dict[str, list[dict[str, Any]]]] = []
     starts: dict[str, float | None] = {}
@@ -251,11 +277,13 @@ def main() -> None:
         overrides: dict[str, Any] = {"qdrant_path": Path(env["RIPPLE_QDRANT_PATH"])}
         settings = Settings(**overrides)
         subprocess.run([RIPPLE, "index", str(DOCS)], env={**os.environ, **env}, check=True, capture_output=True)
-        rails = {name: {"RIPPLE_GUARDS_ENABLED": str(name == "on").lower()} for name in names}
-        up: dict[str, Served] = dict(
-            servers.enter_context(ripple_servers(rails, Path(env["RIPPLE_QDRANT_PATH"]), logs))
-        )
-        up["raw"] = servers.enter_context(vllm_server(settings, logs / "vllm.log"))
+        up: dict[str, Served] = {}
+        for name in start_order:
+            if name == "raw":
+                up["raw"] = servers.enter_context(vllm_server(settings, logs / "vllm.log"))
+            else:
+                rails = {name: {"RIPPLE_GUARDS_ENABLED": str(name == "on").lower()}}
+                up |= servers.enter_context(ripple_servers(rails, Path(env["RIPPLE_QDRANT_PATH"]), logs))
         starts = {name: served.start_seconds for name, served in up.items()}
         prompts, differed = augmented(up[names[0]].base_url, settings, questions)
         order = [*names, "raw"]
@@ -323,6 +351,7 @@ def main() -> None:
                 "rails": args.rails,
             },
             "start_s": starts,
+            "start_order": start_order,
             "ratios": medians[names[0]],
             "ratios_by_rails": medians,
             "ratios_by_round": per_round,

@@ -40,7 +40,11 @@ QUESTION = "How do I point Ripple at a Qdrant server instead of a local folder?"
 
 def histogram_sums(base_url: str) -> dict[str, float]:
     """Sum and count of each histogram series of interest, keyed like `name{labels}_sum`."""
-    wanted = ("ripple_retrieval_seconds", 'ripple_rails_seconds{rail="input"}', "vllm:time_to_first_token_seconds")
+    wanted = (
+        "ripple_retrieval_seconds",
+        *(f'ripple_rails_seconds{{rail="{rail}"}}' for rail in ("input", "retrieval", "output")),
+        "vllm:time_to_first_token_seconds",
+    )
     out: dict[str, float] = {}
     for line in httpx.get(f"{base_url}/metrics").text.splitlines():
         for name in wanted:

@@ -4,8 +4,11 @@ embedder (MiniLM) and SciFact abstracts as the retrieved passages.
 Per round: the input rail on a question, the retrieval rail on 5 passages, then the output rails as a
 stream calls them: on the first word, on the first complete sentence (groundedness embeds it) and on
 the second. The output checks get the passages' vectors as the runtime does (the store returns them),
-or, with `--no-vectors`, none, so groundedness embeds each passage once. Prints p50/p95
-per check and writes JSON. Run: `python -m benchmarks.rails_checks [--rounds 20] [--json PATH]`.
+or, with `--no-vectors`, none, so groundedness embeds each passage once. Each round runs every check
+twice, in turn (the order alternating by round): through the path Ripple uses (its packaged flows'
+actions run by NeMo's action dispatcher) and through NeMo's `check_async` (`NemoGuard(direct=False)`).
+Prints p50/p95 per check and path and writes JSON.
+Run: `python -m benchmarks.rails_checks [--rounds 20] [--json PATH]`.
 """
 
 from __future__ import annotations
@@ -31,22 +34,26 @@ from runtime.models import packaged_embedder_path
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-async def measure(rounds: int, vectors: bool) -> dict[str, list[float]]:
+PATHS = ("direct", "nemo")
+CHECKS = ("input", "retrieval", "output_first_word", "output_first_sentence", "output_second_sentence")
+
+
+async def measure(rounds: int, vectors: bool) -> dict[str, dict[str, list[float]]]:
+    """times[path][check]: milliseconds per call."""
     lines = (DATA / "scifact" / "corpus.jsonl").read_text().splitlines()
     rng = random.Random(0)
     embedder = SentenceTransformerEmbedder(str(packaged_embedder_path()), device="cpu")
     embedder.start()
     embedder.embed(["warm-up"])
-    guard = NemoGuard(DEFAULT_CONFIG, no_llm, embed=embedder.embed)
-    await guard.start()
-    times: dict[str, list[float]] = {
-        k: [] for k in ("input", "retrieval", "output_first_word", "output_first_sentence", "output_second_sentence")
-    }
+    guards = {path: NemoGuard(DEFAULT_CONFIG, no_llm, embed=embedder.embed, direct=path == "direct") for path in PATHS}
+    for guard in guards.values():
+        await guard.start()
+    times: dict[str, dict[str, list[float]]] = {path: {k: [] for k in CHECKS} for path in PATHS}
 
-    async def timed(name: str, call: Awaitable[Any]) -> None:
+    async def timed(path: str, name: str, call: Awaitable[Any]) -> None:
         start = time.perf_counter()
         await call
-        times[name].append(1000 * (time.perf_counter() - start))
+        times[path][name].append(1000 * (time.perf_counter() - start))
 
     for i in range(rounds):
         docs = [json.loads(line) for line in rng.sample(lines, 5)]
@@ -59,11 +66,13 @@ async def measure(rounds: int, vectors: bool) -> dict[str, list[float]]:
         question = [{"role": "user", "content": f"What does study {i} report about cell growth?"}]
         first = f"According to study {i}, the cells grew faster in the treated cultures. "
         second = first + "The effect was smaller in older animals than in young ones. "
-        await timed("input", guard.check_input(question))
-        await timed("retrieval", guard.check_retrieval(texts))
-        await timed("output_first_word", guard.check_output(question, "According ", passages))
-        await timed("output_first_sentence", guard.check_output(question, first, passages))
-        await timed("output_second_sentence", guard.check_output(question, second, passages))
+        for path in PATHS if i % 2 == 0 else PATHS[::-1]:
+            guard = guards[path]
+            await timed(path, "input", guard.check_input(question))
+            await timed(path, "retrieval", guard.check_retrieval(texts))
+            await timed(path, "output_first_word", guard.check_output(question, "According ", passages))
+            await timed(path, "output_first_sentence", guard.check_output(question, first, passages))
+            await timed(path, "output_second_sentence", guard.check_output(question, second, passages))
     return times
 
 
@@ -75,12 +84,16 @@ def main() -> None:
     args = parser.parse_args()
     times = asyncio.run(measure(args.rounds, args.vectors))
     summary = {
-        k: {"p50_ms": statistics.median(v), "p95_ms": sorted(v)[int(0.95 * (len(v) - 1))], "n": len(v)}
-        for k, v in times.items()
+        path: {
+            k: {"p50_ms": statistics.median(v), "p95_ms": sorted(v)[int(0.95 * (len(v) - 1))], "n": len(v)}
+            for k, v in checks.items()
+        }
+        for path, checks in times.items()
     }
-    print(f"{'check':<24} {'p50 ms':>8} {'p95 ms':>8}")
-    for name, s in summary.items():
-        print(f"{name:<24} {s['p50_ms']:>8.1f} {s['p95_ms']:>8.1f}")
+    print(f"{'check':<24} {'direct p50':>10} {'p95':>7} {'nemo p50':>9} {'p95':>7}  (ms)")
+    for name in CHECKS:
+        d, n = summary["direct"][name], summary["nemo"][name]
+        print(f"{name:<24} {d['p50_ms']:>10.1f} {d['p95_ms']:>7.1f} {n['p50_ms']:>9.1f} {n['p95_ms']:>7.1f}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         report = {"machine": machine(), "vectors": args.vectors, "rounds": args.rounds, "checks": summary}

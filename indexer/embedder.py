@@ -10,6 +10,7 @@ import copy
 import hashlib
 import math
 import re
+import threading
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -91,6 +92,86 @@ class SentenceTransformerEmbedder:
         if self._model is None:
             raise RuntimeError("SentenceTransformerEmbedder.start() was not called")
         return self._model
+
+
+class _Job:
+    def __init__(self, texts: list[str]) -> None:
+        self.texts = texts
+        self.vectors: list[list[float]] | None = None
+        self.error: BaseException | None = None
+
+
+class CoalescingEmbedder:
+    """Another embedder whose small concurrent `embed` calls share one model call.
+
+    A server embeds one query per request and a few answer sentences per output check, each a call
+    of its own from a worker thread. Under load those calls overlap and, each on its own, compete
+    for the same cores. Here a call that finds the model idle runs at once (no added wait); calls
+    that arrive while it runs queue up and go together as the next batch, run by the first of them.
+    Calls of more than `max_texts` texts (indexing) pass straight through.
+    """
+
+    def __init__(self, inner: Embedder, *, max_texts: int = 16) -> None:
+        self.inner = inner
+        self._max_texts = max_texts
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._queue: list[_Job] = []
+        self._running = False
+        self.batches = 0
+        """Model calls made for coalesced `embed` calls (for tests and benchmarks)."""
+
+    @property
+    def model_id(self) -> str:
+        return self.inner.model_id
+
+    @property
+    def dimension(self) -> int:
+        return self.inner.dimension
+
+    @property
+    def max_tokens(self) -> int:
+        return self.inner.max_tokens
+
+    def start(self) -> None:
+        self.inner.start()
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        return self.inner.token_offsets(text)
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        if len(texts) > self._max_texts or not texts:
+            return self.inner.embed(texts)
+        job = _Job(list(texts))
+        with self._lock:
+            self._queue.append(job)
+            while self._running and job.vectors is None and job.error is None:
+                self._idle.wait()
+            if job.vectors is None and job.error is None:  # the model is idle: run the queue, this job included
+                batch, self._queue, self._running = self._queue, [], True
+            else:
+                batch = []
+        if batch:
+            self._run(batch)
+        if job.error is not None:
+            raise job.error
+        assert job.vectors is not None
+        return job.vectors
+
+    def _run(self, batch: list[_Job]) -> None:
+        try:
+            vectors = self.inner.embed([t for job in batch for t in job.texts])
+            start = 0
+            for job in batch:
+                job.vectors, start = vectors[start : start + len(job.texts)], start + len(job.texts)
+        except BaseException as exc:  # every caller of the batch sees the failure
+            for job in batch:
+                job.error = exc
+        finally:
+            with self._lock:
+                self._running = False
+                self.batches += 1
+                self._idle.notify_all()
 
 
 _WORD = re.compile(r"\w+")

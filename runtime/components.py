@@ -17,7 +17,7 @@ from typing import Any
 from guards.protocol import Guard
 from indexer.chunker import ChunkerSettings
 from indexer.edge_store import EdgeStore
-from indexer.embedder import Embedder, SentenceTransformerEmbedder
+from indexer.embedder import CoalescingEmbedder, Embedder, SentenceTransformerEmbedder
 from indexer.pipeline import Indexer
 from indexer.retriever import QdrantRetriever, RetrievalSettings
 from indexer.store import QdrantStore, StoreError, VectorStore
@@ -145,12 +145,15 @@ def build_guard(settings: Settings, generator: Generator, embedder: Embedder | N
         chat_function(generator),
         model_name=settings.served_model_name,
         embed=embedder.embed if embedder is not None else None,
+        direct=settings.guards_direct,
     )
 
 
 def build_components(settings: Settings) -> Components:
     generator = build_generator(settings)
     embedder = build_embedder(settings)
+    if settings.embed_coalesce:
+        embedder = CoalescingEmbedder(embedder)
     return Components(
         generator=generator,
         embedder=embedder,

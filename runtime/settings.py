@@ -69,6 +69,11 @@ class Settings(BaseSettings):
         "torch",
         description="onnx-int8: an int8 ONNX export of the embedder, made once into the cache (CPU only, ~2x faster).",
     )
+    embed_coalesce: bool = Field(
+        True,
+        description="The server's small embedding calls (queries, answer sentences) that overlap share one model "
+        "call; false: each runs on its own.",
+    )
     cache_dir: Path = Field(default_factory=default_cache_dir)
 
     # Engine (in-process vLLM) or a remote OpenAI-compatible pool
@@ -137,6 +142,12 @@ class Settings(BaseSettings):
     # Rails
     guards_enabled: bool = True
     guards_config: Path = DEFAULT_GUARDS_CONFIG
+    guards_direct: bool = Field(
+        True,
+        description="Run Ripple's own input and output flows, when the config's flows for that rail type are all "
+        "of them and unchanged, as their actions through NeMo's action dispatcher (no Colang run); false: every "
+        "check goes through NeMo's check_async.",
+    )
     stream_first_window_chars: int = Field(
         1,
         ge=1,

@@ -123,6 +123,75 @@ async def test_checks_leave_no_history_behind() -> None:
     assert not (await g.check_input([{"role": "user", "content": ATTACKS[0]}])).allowed
 
 
+SUPPORTED = "Ripple indexes PDF files with pypdf."
+ELSEWHERE = "Bananas ripen faster beside apples in a closed paper bag overnight."
+DIRECT_INPUTS = [
+    [{"role": "user", "content": BENIGN[0]}],
+    [{"role": "user", "content": ATTACKS[0]}],
+    [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": ATTACKS[2]}],
+    # An attack earlier in the conversation, then a benign last turn: only the last user message is judged.
+    [
+        {"role": "user", "content": ATTACKS[1]},
+        {"role": "assistant", "content": "No."},
+        {"role": "user", "content": BENIGN[1]},
+    ],
+    [{"role": "user", "content": ""}],
+]
+DIRECT_OUTPUTS = [
+    SUPPORTED,
+    f"{SUPPORTED} Write to ops@example.org.",
+    f"{SUPPORTED} {ELSEWHERE}",
+    f"Mail ops@example.org. {ELSEWHERE} Key AKIAABCDEFGHIJKLMNOP.",  # masked, then flagged: in that order
+    "",
+]
+
+
+@pytest.mark.parametrize("output_flows", [None, ["ripple check output", "ripple check groundedness"]])
+async def test_packaged_flows_run_by_the_dispatcher_answer_as_check_async(
+    tmp_path: Path, output_flows: list[str] | None
+) -> None:
+    """The default flows (and the blocking variants) run directly; each verdict equals NeMo's own."""
+    folder = DEFAULT_CONFIG
+    if output_flows:
+        folder = tmp_path
+        (tmp_path / "rails.co").write_text((DEFAULT_CONFIG / "rails.co").read_text())
+        config = (DEFAULT_CONFIG / "config.yml").read_text()
+        config = config.replace("- ripple mask output", f"- {output_flows[0]}")
+        (tmp_path / "config.yml").write_text(config.replace("- ripple flag groundedness", f"- {output_flows[1]}"))
+    direct, nemo = (
+        NemoGuard(folder, chat_function(FakeGenerator(ready=True)), embed=EMBED, direct=d) for d in (True, False)
+    )
+    await direct.start()
+    await nemo.start()
+    assert direct.direct_rail_types == ["input", "output"] and nemo.direct_rail_types == []
+    verdicts = set()
+    for messages in DIRECT_INPUTS:
+        verdict = await direct.check_input(messages)
+        assert verdict == await nemo.check_input(messages), messages
+        verdicts.add(verdict.allowed)
+    sources = [passage(SUPPORTED)]
+    for answer in DIRECT_OUTPUTS:
+        for user in ([], [{"role": "user", "content": "How are PDFs read?"}]):
+            verdict = await direct.check_output(user, answer, sources)
+            assert verdict == await nemo.check_output(user, answer, sources), answer
+            verdicts.add((verdict.allowed, verdict.content))
+    assert len(verdicts) >= 4  # passes, blocks and (by default) rewrites all occurred
+
+
+async def test_an_edited_flow_is_run_by_nemo_as_written(tmp_path: Path) -> None:
+    """A changed packaged flow is not run directly: NeMo runs it, so the edit takes effect."""
+    rails = (DEFAULT_CONFIG / "rails.co").read_text()
+    edited = rails.replace("ripple_check_input\n  if not $allowed", "ripple_check_input\n  if $allowed")
+    assert edited != rails
+    (tmp_path / "rails.co").write_text(edited)
+    (tmp_path / "config.yml").write_text((DEFAULT_CONFIG / "config.yml").read_text())
+    g = NemoGuard(tmp_path, chat_function(FakeGenerator(ready=True)), embed=EMBED)
+    await g.start()
+    assert g.direct_rail_types == ["output"]
+    assert not (await g.check_input([{"role": "user", "content": BENIGN[0]}])).allowed  # inverted by the edit
+    assert (await g.check_input([{"role": "user", "content": ATTACKS[0]}])).allowed
+
+
 @pytest.mark.parametrize(
     ("text", "masked"),
     [
