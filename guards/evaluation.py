@@ -1,7 +1,9 @@
 """Measure the input rails on a labelled set: detection, false positives and latency, per check and overall.
 
 Per check means each of `guards.actions.INPUT_CHECKS` called directly; overall means the whole input
-rail run through real NeMo Guardrails (`NemoGuard.check_input`), so NeMo's own cost is counted.
+rail run through real NeMo Guardrails (`NemoGuard.check_input`) as the server runs it: for the packaged
+flows, their actions through NeMo's action dispatcher (`RIPPLE_GUARDS_DIRECT`), else `check_async`,
+whose Colang run then counts too.
 Datasets: JSONL or CSV with `text` and `label` (1 = attack), or the two public sets by their headers:
 XSTest (`prompt`, `label` safe/unsafe) and JailbreakBench behaviours (`goal`; the label comes from the
 file name, benign-behaviors.csv or harmful-behaviors.csv). Output rails are not measured here.

@@ -11,17 +11,18 @@ dispatcher, once per request with all retrieved chunks. Other retrieval flows ar
 and not run. Dialog rails are not run.
 
 Ripple's own flows (guards/config/rails.co) each run one action and act on its result. When every
-input (or output) flow of the loaded config is one of them, with the same source as the packaged
-one, and NeMo tracing is off, a check runs those actions through the `LLMRails`'s action dispatcher
-in the configured order, as their flows would, without a Colang run: NeMo's event loop costs about
-10 ms per check on these cores, more than the actions. Any other or edited flow, or one extra flow,
-sends every check of that rail type through `check_async`. `tests/unit/test_guards.py` checks that
-both paths give the same verdicts.
+input (or output) flow of the loaded config is one of them and the config is otherwise the packaged
+one's kind (see `direct_flows`), a check runs those actions through the `LLMRails`'s action
+dispatcher in the configured order, as their flows would, without a Colang run: NeMo's event loop
+costs about 10 ms per check on these cores, more than the actions. Any other or edited flow sends
+every check of that rail type through `check_async`. `tests/unit/test_guards.py` checks that both
+paths give the same verdicts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -50,24 +51,38 @@ DIRECT_FLOWS: dict[str, tuple[str, bool]] = {
 blocks when its action returns false; a rewriting one sets `$bot_message` to what its action returns."""
 
 
-def _flow_sources(flows: Sequence[dict[str, Any]]) -> dict[str, list[str]]:
-    sources: dict[str, list[str]] = {}
-    for flow in flows:
-        sources.setdefault(str(flow["id"]), []).append(" ".join(str(flow.get("source_code", "")).split()))
-    return sources
+def _without_source(value: Any) -> Any:
+    """A parsed flow element without where it was written (file, line), so flows compare by meaning."""
+    if isinstance(value, dict):
+        return {k: _without_source(v) for k, v in value.items() if k not in ("_source_mapping", "source_code")}
+    if isinstance(value, list):
+        return [_without_source(v) for v in value]
+    return value
+
+
+def _flows(config: Any) -> list[tuple[str, str]]:
+    return [(str(f["id"]), json.dumps(_without_source(f), sort_keys=True, default=str)) for f in config.flows]
 
 
 def direct_flows(config: Any, kind: str) -> list[str] | None:
-    """The configured `kind` ("input" or "output") flows when all of them may run directly (see the
-    module docstring), else None."""
+    """The configured `kind` ("input" or "output") flows when all of them may run directly, else None.
+    They may when each is one of DIRECT_FLOWS, the rails of that kind do not run in parallel, no action
+    server or tracing is configured, and the config defines no flow that the packaged one does not, each
+    once and parsed the same (an edit, even of indentation, or an extra flow that could hook NeMo's
+    events, sends every check of that kind through `check_async`)."""
     from nemoguardrails import RailsConfig
 
-    names = list(getattr(config.rails, kind).flows)
-    if not names or config.tracing.enabled or any(name not in DIRECT_FLOWS for name in names):
+    rails = getattr(config.rails, kind)
+    names = list(rails.flows)
+    if not names or rails.parallel or config.tracing.enabled or config.actions_server_url:
         return None
-    packaged = _flow_sources(RailsConfig.from_path(str(DEFAULT_CONFIG)).flows)
-    loaded = _flow_sources(config.flows)
-    return names if all(loaded.get(name) == packaged[name] for name in names) else None
+    if any(name not in DIRECT_FLOWS for name in names):
+        return None
+    loaded = _flows(config)
+    packaged = set(_flows(RailsConfig.from_path(str(DEFAULT_CONFIG))))
+    if len({name for name, _ in loaded}) != len(loaded) or not set(loaded) <= packaged:
+        return None
+    return names
 
 
 __all__ = ["DEFAULT_CONFIG", "NemoGuard"]
@@ -115,6 +130,8 @@ class NemoGuard:
                 "Guardrails config folder (see guards/config)"
             )
         config = RailsConfig.from_path(str(self._config_dir))
+        if self._allow_direct:  # before LLMRails, which adds NeMo's own flows to `config.flows`
+            self._direct = {kind: direct_flows(config, kind) for kind in ("input", "output")}
         for model in config.models:
             if model.engine == "ripple":
                 model.model = self._model_name
@@ -137,8 +154,6 @@ class NemoGuard:
         self._has_retrieval = RETRIEVAL_FLOW in retrieval
         if unsupported := [f for f in retrieval if f != RETRIEVAL_FLOW]:
             logger.warning("retrieval rails other than %r are not run by Ripple: %s", RETRIEVAL_FLOW, unsupported)
-        if self._allow_direct:
-            self._direct = {kind: direct_flows(config, kind) for kind in ("input", "output")}
         self._rails = rails
         logger.info(
             "rails ready: input=%s retrieval=%s output=%s; run by the action dispatcher: %s",

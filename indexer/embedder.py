@@ -108,7 +108,9 @@ class CoalescingEmbedder:
     of its own from a worker thread. Under load those calls overlap and, each on its own, compete
     for the same cores. Here a call that finds the model idle runs at once (no added wait); calls
     that arrive while it runs queue up and go together as the next batch, run by the first of them.
-    Calls of more than `max_texts` texts (indexing) pass straight through.
+    Calls of more than `max_texts` texts (indexing) pass straight through. Only for an embedder whose
+    vector of a text does not depend on the other texts in its batch (not the int8 ONNX one, which
+    scales its activations per batch).
     """
 
     def __init__(self, inner: Embedder, *, max_texts: int = 16) -> None:
@@ -160,7 +162,10 @@ class CoalescingEmbedder:
 
     def _run(self, batch: list[_Job]) -> None:
         try:
-            vectors = self.inner.embed([t for job in batch for t in job.texts])
+            texts = [t for job in batch for t in job.texts]
+            vectors = self.inner.embed(texts)
+            if len(vectors) != len(texts):
+                raise RuntimeError(f"{self.inner.model_id} returned {len(vectors)} vectors for {len(texts)} texts")
             start = 0
             for job in batch:
                 job.vectors, start = vectors[start : start + len(job.texts)], start + len(job.texts)

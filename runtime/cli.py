@@ -250,7 +250,7 @@ def eval_guards(
         _fail(str(exc))
 
     async def run() -> dict[str, Any]:
-        guard = NemoGuard(settings.guards_config, no_llm)
+        guard = NemoGuard(settings.guards_config, no_llm, direct=settings.guards_direct)
         await guard.start()
         try:
             return await evaluate_input_rails(data, guard)

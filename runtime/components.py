@@ -152,7 +152,7 @@ def build_guard(settings: Settings, generator: Generator, embedder: Embedder | N
 def build_components(settings: Settings) -> Components:
     generator = build_generator(settings)
     embedder = build_embedder(settings)
-    if settings.embed_coalesce:
+    if settings.embed_coalesce and settings.embed_backend == "torch":  # int8 ONNX vectors depend on their batch
         embedder = CoalescingEmbedder(embedder)
     return Components(
         generator=generator,

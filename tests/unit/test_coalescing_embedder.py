@@ -84,3 +84,12 @@ def test_large_calls_pass_straight_through_while_a_batch_runs() -> None:
         inner.release.set()
         assert first.result() == HashingEmbedder().embed(["query"])
     assert embedder.batches == 1
+
+
+def test_a_wrong_number_of_vectors_fails_the_batch_instead_of_shifting_vectors() -> None:
+    class Short(HashingEmbedder):
+        def embed(self, texts: Sequence[str]) -> list[list[float]]:
+            return super().embed(texts)[1:]
+
+    with pytest.raises(RuntimeError, match="returned 0 vectors for 1 texts"):
+        CoalescingEmbedder(Short()).embed(["a"])

@@ -178,18 +178,36 @@ async def test_packaged_flows_run_by_the_dispatcher_answer_as_check_async(
     assert len(verdicts) >= 4  # passes, blocks and (by default) rewrites all occurred
 
 
-async def test_an_edited_flow_is_run_by_nemo_as_written(tmp_path: Path) -> None:
-    """A changed packaged flow is not run directly: NeMo runs it, so the edit takes effect."""
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("ripple_check_input\n  if not $allowed", "ripple_check_input\n  if $allowed"),  # the test inverted
+        ("    bot refuse to respond\n    stop\n\ndefine subflow ripple check output",  # `stop` moved out of the `if`
+         "    bot refuse to respond\n  stop\n\ndefine subflow ripple check output"),
+    ],
+)  # fmt: skip
+async def test_an_edited_flow_is_run_by_nemo_as_written(tmp_path: Path, old: str, new: str) -> None:
+    """A changed packaged flow, even by indentation alone, is not run directly: NeMo runs it as written."""
     rails = (DEFAULT_CONFIG / "rails.co").read_text()
-    edited = rails.replace("ripple_check_input\n  if not $allowed", "ripple_check_input\n  if $allowed")
-    assert edited != rails
-    (tmp_path / "rails.co").write_text(edited)
+    assert old in rails
+    (tmp_path / "rails.co").write_text(rails.replace(old, new))
     (tmp_path / "config.yml").write_text((DEFAULT_CONFIG / "config.yml").read_text())
     g = NemoGuard(tmp_path, chat_function(FakeGenerator(ready=True)), embed=EMBED)
     await g.start()
-    assert g.direct_rail_types == ["output"]
-    assert not (await g.check_input([{"role": "user", "content": BENIGN[0]}])).allowed  # inverted by the edit
-    assert (await g.check_input([{"role": "user", "content": ATTACKS[0]}])).allowed
+    assert g.direct_rail_types == []
+    assert not (await g.check_input([{"role": "user", "content": BENIGN[0]}])).allowed  # blocked by the edit
+
+
+async def test_rails_run_in_parallel_are_left_to_nemo(tmp_path: Path) -> None:
+    """Parallel output rails each see the original answer in NeMo, unlike flows run in turn: not run directly."""
+    (tmp_path / "rails.co").write_text((DEFAULT_CONFIG / "rails.co").read_text())
+    config = (DEFAULT_CONFIG / "config.yml").read_text()
+    (tmp_path / "config.yml").write_text(
+        config.replace("  output:\n    flows:", "  output:\n    parallel: true\n    flows:")
+    )
+    g = NemoGuard(tmp_path, chat_function(FakeGenerator(ready=True)), embed=EMBED)
+    await g.start()
+    assert g.direct_rail_types == ["input"]
 
 
 @pytest.mark.parametrize(
