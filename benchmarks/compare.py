@@ -19,10 +19,12 @@ With `--rails both`, two Ripple servers run, rails on and off, and the rails' ow
 too: TTFT and TPOT p50 with rails on minus off, and the throughput ratio.
 Greedy decoding with `ignore_eos`, so both generate exactly `--max-tokens` tokens per answer.
 Run: `python -m benchmarks.compare --concurrency 1,8 --requests 24 [--rounds N] [--rails on|off|both]
-[--start-order raw,off,on] --json out.json` (rounds: one per server by default, so that each goes first
-once). With several servers up at once, the one started first was slower on these machines (two
-identical Ripple servers: 0.76 against 0.54 s TTFT p50; cause not found), so a fair comparison runs
-twice with the start order reversed and reports both.
+[--start-order raw,off,on] [--both-orders] --json out.json` (rounds: one per server by default, so that
+each goes first once). With several servers up at once, the one started first was slower on these
+machines (two identical Ripple servers: 0.76 against 0.54 s TTFT p50; raw vLLM started first fell
+behind Ripple; cause not found), so a fair comparison runs twice with the start order reversed:
+`--both-orders` does that in one command and prints the mean of the two orders (throughput ratios by
+geometric mean, milliseconds by arithmetic mean) beside each order's medians.
 
 Importing `runtime.prompt`/`runtime.settings`/`runtime.models` here breaks the rule that benchmarks
 only see Ripple over HTTP, on purpose: a copy of the prompt packing could drift from the real one.
@@ -35,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -251,6 +254,11 @@ def main() -> None:
         help="the order the servers start in, e.g. raw,off,on (default: on,off,raw); with several up at once "
         "the one started first ran slower here, so run twice with the order swapped",
     )
+    parser.add_argument(
+        "--both-orders",
+        action="store_true",
+        help="run everything twice, the second time with the start order reversed, and print the mean of the two",
+    )
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=300)
     parser.add_argument("--json", type=Path)
@@ -268,6 +276,65 @@ def main() -> None:
     start_order = args.start_order.split(",") if args.start_order else [*names, "raw"]
     if sorted(start_order) != sorted([*names, "raw"]):
         parser.error(f"--start-order must name each server once: {','.join([*names, 'raw'])} in some order")
+    orders = [start_order, start_order[::-1]] if args.both_orders else [start_order]
+    reports = []
+    for order in orders:
+        print(f"servers started in the order {','.join(order)}", flush=True)
+        folder = logs / ("-".join(order)) if len(orders) > 1 else logs
+        folder.mkdir(parents=True, exist_ok=True)
+        reports.append(run_order(args, names, order, questions, folder))
+    report = reports[0] if len(reports) == 1 else {"orders": reports, "mean_of_orders": mean_of_orders(reports, names)}
+    if len(reports) > 1:
+        print_mean_of_orders(report["mean_of_orders"], [r["start_order"] for r in reports])
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+RATIO_KEYS = ["throughput_ratio", "ttft_p50_added_ms", "ttft_p50_added_beyond_retrieval_ms"]
+COST_KEYS = ["ttft_p50_added_ms", "tpot_p50_added_ms", "throughput_ratio"]
+
+
+def _mean(key: str, values: list[float]) -> float:
+    """Ratios by geometric mean, times (ms) by arithmetic mean."""
+    return math.prod(values) ** (1 / len(values)) if key == "throughput_ratio" else statistics.fmean(values)
+
+
+def mean_of_orders(reports: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
+    """Each run's medians, averaged over the start orders, per Ripple server (and rails cost) and level."""
+
+    def combine(rows_by_report: list[list[dict[str, Any]]], keys: list[str]) -> list[dict[str, Any]]:
+        out = []
+        for rows in zip(*rows_by_report, strict=True):
+            row: dict[str, Any] = {"concurrency": rows[0]["concurrency"]}
+            for key in keys:
+                values = [r[key] for r in rows if isinstance(r.get(key), int | float)]
+                row[key] = _mean(key, values) if len(values) == len(rows) else None
+                row[f"{key}_by_order"] = [r.get(key) for r in rows]
+            out.append(row)
+        return out
+
+    mean: dict[str, Any] = {name: combine([r["ratios_by_rails"][name] for r in reports], RATIO_KEYS) for name in names}
+    if all(r["rails_cost"] for r in reports):
+        mean["rails_cost"] = combine([r["rails_cost"] for r in reports], COST_KEYS)
+    return mean
+
+
+def print_mean_of_orders(mean: dict[str, Any], orders: list[list[str]]) -> None:
+    print(f"Mean of the start orders {' and '.join(','.join(o) for o in orders)} (ratios: geometric mean), "
+          "each order's median in brackets:")  # fmt: skip
+    for name, rows in mean.items():
+        title = "rails' own cost (on minus off)" if name == "rails_cost" else f"Ripple with rails {name} against raw"
+        keys = COST_KEYS if name == "rails_cost" else RATIO_KEYS
+        for row in rows:
+            cells = [f"{k} {fmt(row[k], 3)} [{', '.join(fmt(v, 3) for v in row[k + '_by_order'])}]" for k in keys]
+            print(f"  {title}, c={row['concurrency']}: " + "; ".join(cells))
+
+
+def run_order(
+    args: argparse.Namespace, names: list[str], start_order: list[str], questions: list[str], logs: Path
+) -> dict[str, Any]:
+    """Start the servers in `start_order`, run the interleaved rounds, print them; the run's report."""
     # rounds[r][server] = reports by concurrency; server is "on", "off" (Ripple's rails) or "raw".
     rounds: list[dict[str, list[dict[str, Any]]]] = []
     starts: dict[str, float | None] = {}
@@ -328,39 +395,37 @@ def main() -> None:
     print(f"questions whose /v1/retrieve passages differed from Ripple's citations (citations used): {differed}")
     if mismatched:
         print(f"warning: prompts {mismatched} had other lengths on the two servers (not like for like)")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        report = {
-            "machine": machine(),
-            "model": resolve_chat_model(settings.model, settings.cache_dir),
-            "engine": {
-                "dtype": settings.resolved_dtype(),
-                "max_model_len": settings.max_model_len,
-                "kv_cache_gb": os.environ.get("VLLM_CPU_KVCACHE_SPACE") or settings.kv_cache_gb,
-                "enforce_eager": settings.enforce_eager,
-            },
-            "load": {
-                "mode": "closed",
-                "concurrency": args.concurrency,
-                "requests": args.requests,
-                "rounds": args.rounds,
-                "max_tokens": args.max_tokens,
-                "ignore_eos": True,
-                "temperature": 0.0,
-                "questions": len(questions),
-                "rails": args.rails,
-            },
-            "start_s": starts,
-            "start_order": start_order,
-            "ratios": medians[names[0]],
-            "ratios_by_rails": medians,
-            "ratios_by_round": per_round,
-            "rails_cost": rails_cost,
-            "retrieve_differed_from_citations": differed,
-            "prompt_length_mismatches": mismatched,
-            "reports_by_round": rounds,
-        }
-        args.json.write_text(json.dumps(report, indent=2))
+    report = {
+        "machine": machine(),
+        "model": resolve_chat_model(settings.model, settings.cache_dir),
+        "engine": {
+            "dtype": settings.resolved_dtype(),
+            "max_model_len": settings.max_model_len,
+            "kv_cache_gb": os.environ.get("VLLM_CPU_KVCACHE_SPACE") or settings.kv_cache_gb,
+            "enforce_eager": settings.enforce_eager,
+        },
+        "load": {
+            "mode": "closed",
+            "concurrency": args.concurrency,
+            "requests": args.requests,
+            "rounds": args.rounds,
+            "max_tokens": args.max_tokens,
+            "ignore_eos": True,
+            "temperature": 0.0,
+            "questions": len(questions),
+            "rails": args.rails,
+        },
+        "start_s": starts,
+        "start_order": start_order,
+        "ratios": medians[names[0]],
+        "ratios_by_rails": medians,
+        "ratios_by_round": per_round,
+        "rails_cost": rails_cost,
+        "retrieve_differed_from_citations": differed,
+        "prompt_length_mismatches": mismatched,
+        "reports_by_round": rounds,
+    }
+    return report
 
 
 if __name__ == "__main__":
