@@ -22,7 +22,8 @@ Run: `python -m benchmarks.compare --concurrency 1,8 --requests 24 [--rounds N] 
 [--start-order raw,off,on] [--both-orders] --json out.json` (rounds: one per server by default, so that
 each goes first once). With several servers up at once, the one started first was slower on these
 machines (two identical Ripple servers: 0.76 against 0.54 s TTFT p50; raw vLLM started first fell
-behind Ripple; cause not found), so a fair comparison runs twice with the start order reversed:
+behind Ripple; two bare embedding processes show it too, see benchmarks/start_order.py), so a fair
+comparison runs twice with the start order reversed:
 `--both-orders` does that in one command and prints the mean of the two orders (throughput ratios by
 geometric mean, milliseconds by arithmetic mean) beside each order's medians.
 

@@ -12,7 +12,8 @@ the same turns, and prints its TTFT against the default's: e.g. `--versus RIPPLE
 `--rails on` (or off) with it runs only that pair (fewer servers sharing the machine).
 Caveat, measured on the build machines: the server started first was slower than the others in every
 run (TTFT p50 0.76 vs 0.54 s for two identical servers, whichever was asked first; pinning the API
-processes to the other core did not remove it, and its cause is not known). For an A/B, run it twice
+processes to the other core did not remove it; two bare embedding processes show it too, see
+benchmarks/start_order.py). For an A/B, run it twice
 with the two configurations swapped (the base through the environment, e.g.
 `RIPPLE_STREAM_EARLY_CHECK=false ... --versus RIPPLE_STREAM_EARLY_CHECK=true`) and average.
 A RIPPLE_ key must name a setting (an unknown one would be ignored by the server, comparing a
