@@ -51,8 +51,17 @@ from typing import Any
 
 import httpx
 
-from benchmarks.first_token import histogram_sums
-from benchmarks.harness import RIPPLE, Served, free_port, machine, ripple_servers, served_process
+from benchmarks.harness import (
+    RIPPLE,
+    Served,
+    free_port,
+    histogram_count,
+    histogram_mean,
+    histogram_sums,
+    machine,
+    ripple_servers,
+    served_process,
+)
 from benchmarks.load import Load, Message, as_messages, fmt, load_questions, run_load
 from indexer.types import Passage
 from runtime.models import resolve_chat_model
@@ -117,13 +126,8 @@ def augmented(base_url: str, settings: Settings, questions: list[str]) -> tuple[
     return out, differed
 
 
-def mean_ms(name: str, before: dict[str, float], after: dict[str, float]) -> float | None:
-    count = after.get(f"{name}_count", 0) - before.get(f"{name}_count", 0)
-    return 1000 * (after.get(f"{name}_sum", 0) - before.get(f"{name}_sum", 0)) / count if count else None
-
-
-def count_of(name: str, before: dict[str, float], after: dict[str, float]) -> float:
-    return after.get(f"{name}_count", 0) - before.get(f"{name}_count", 0)
+def ms(seconds: float | None) -> float | None:
+    return None if seconds is None else 1000 * seconds
 
 
 def run_loads(
@@ -146,13 +150,13 @@ def run_loads(
         )
         if ripple:
             after = histogram_sums(base_url)
-            report["retrieval_mean_ms"] = mean_ms("ripple_retrieval_seconds", before, after)
+            report["retrieval_mean_ms"] = ms(histogram_mean("ripple_retrieval_seconds", before, after))
             # Each rail's mean check time, and output checks per request (one per streamed window).
             rails = {rail: f'ripple_rails_seconds{{rail="{rail}"}}' for rail in ("input", "retrieval", "output")}
-            report["rails_mean_ms"] = {rail: mean_ms(name, before, after) for rail, name in rails.items()}
-            answered = count_of(rails["input"], before, after)
+            report["rails_mean_ms"] = {rail: ms(histogram_mean(name, before, after)) for rail, name in rails.items()}
+            answered = histogram_count(rails["input"], before, after)
             report["output_checks_per_request"] = (
-                count_of(rails["output"], before, after) / answered if answered else None
+                histogram_count(rails["output"], before, after) / answered if answered else None
             )
         reports.append(report)
     return reports

@@ -33,27 +33,10 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.harness import RIPPLE, Served, machine, ripple_servers, stream_once
+from benchmarks.harness import RIPPLE, Served, histogram_mean, histogram_sums, machine, ripple_servers, stream_once
 from runtime.settings import Settings
 
 QUESTION = "How do I point Ripple at a Qdrant server instead of a local folder?"
-
-
-def histogram_sums(base_url: str) -> dict[str, float]:
-    """Sum and count of each histogram series of interest, keyed like `name{labels}_sum`."""
-    wanted = (
-        "ripple_retrieval_seconds",
-        *(f'ripple_rails_seconds{{rail="{rail}"}}' for rail in ("input", "retrieval", "output")),
-        "vllm:time_to_first_token_seconds",
-    )
-    out: dict[str, float] = {}
-    for line in httpx.get(f"{base_url}/metrics").text.splitlines():
-        for name in wanted:
-            metric, _, labels = name.partition("{")
-            for suffix in ("_sum", "_count"):
-                if line.startswith(metric + suffix) and (not labels or labels.rstrip("}") in line):
-                    out[name + suffix] = out.get(name + suffix, 0.0) + float(line.rsplit(" ", 1)[1])
-    return out
 
 
 PAUSE_S = 1.2
@@ -80,8 +63,7 @@ async def measure(up: dict[str, Served], n: int, max_tokens: int) -> dict[str, d
 
 def summary(ttfts: list[float], before: dict[str, float], after: dict[str, float], start: float) -> dict[str, float]:
     def mean(name: str) -> float:
-        count = after.get(name + "_count", 0) - before.get(name + "_count", 0)
-        return (after.get(name + "_sum", 0) - before.get(name + "_sum", 0)) / count if count else 0.0
+        return histogram_mean(name, before, after) or 0.0
 
     result = {
         "start_s": start,

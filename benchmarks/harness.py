@@ -134,3 +134,31 @@ async def stream_once(client: httpx.AsyncClient, base_url: str, body: dict[str, 
                 finish = choice.get("finish_reason") or finish
     total = time.perf_counter() - start
     return StreamTiming(ttft if ttft is not None else total, total, tokens, finish)
+
+
+def histogram_sums(base_url: str) -> dict[str, float]:
+    """Sum and count of each histogram series of interest, keyed like `name{labels}_sum`."""
+    wanted = (
+        "ripple_retrieval_seconds",
+        *(f'ripple_rails_seconds{{rail="{rail}"}}' for rail in ("input", "retrieval", "output")),
+        "vllm:time_to_first_token_seconds",
+    )
+    out: dict[str, float] = {}
+    for line in httpx.get(f"{base_url}/metrics").text.splitlines():
+        for name in wanted:
+            metric, _, labels = name.partition("{")
+            for suffix in ("_sum", "_count"):
+                if line.startswith(metric + suffix) and (not labels or labels.rstrip("}") in line):
+                    out[name + suffix] = out.get(name + suffix, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def histogram_count(name: str, before: dict[str, float], after: dict[str, float]) -> float:
+    """Observations of histogram `name` between two `histogram_sums` readings."""
+    return after.get(f"{name}_count", 0) - before.get(f"{name}_count", 0)
+
+
+def histogram_mean(name: str, before: dict[str, float], after: dict[str, float]) -> float | None:
+    """Mean observation (seconds) of histogram `name` between two readings; None when there was none."""
+    count = histogram_count(name, before, after)
+    return (after.get(f"{name}_sum", 0) - before.get(f"{name}_sum", 0)) / count if count else None

@@ -64,25 +64,26 @@ def _flows(config: Any) -> list[tuple[str, str]]:
     return [(str(f["id"]), json.dumps(_without_source(f), sort_keys=True, default=str)) for f in config.flows]
 
 
-def direct_flows(config: Any, kind: str) -> list[str] | None:
-    """The configured `kind` ("input" or "output") flows when all of them may run directly, else None.
-    They may when each is one of DIRECT_FLOWS, the rails of that kind do not run in parallel, no action
+def direct_flows(config: Any) -> dict[str, list[str] | None]:
+    """Per rail type ("input", "output"), its configured flows when they may run directly, else None.
+    They may when each is one of DIRECT_FLOWS, the rails of that type do not run in parallel, no action
     server or tracing is configured, and the config defines no flow that the packaged one does not, each
     once and parsed the same (an edit, even of indentation, or an extra flow that could hook NeMo's
-    events, sends every check of that kind through `check_async`)."""
+    events, sends every check through `check_async`)."""
     from nemoguardrails import RailsConfig
 
-    rails = getattr(config.rails, kind)
-    names = list(rails.flows)
-    if not names or rails.parallel or config.tracing.enabled or config.actions_server_url:
-        return None
-    if any(name not in DIRECT_FLOWS for name in names):
-        return None
     loaded = _flows(config)
-    packaged = set(_flows(RailsConfig.from_path(str(DEFAULT_CONFIG))))
-    if len({name for name, _ in loaded}) != len(loaded) or not set(loaded) <= packaged:
-        return None
-    return names
+    as_packaged = len({name for name, _ in loaded}) == len(loaded) and set(loaded) <= set(
+        _flows(RailsConfig.from_path(str(DEFAULT_CONFIG)))
+    )
+    plain = as_packaged and not config.tracing.enabled and not config.actions_server_url
+    direct: dict[str, list[str] | None] = {}
+    for kind in ("input", "output"):
+        rails = getattr(config.rails, kind)
+        names = list(rails.flows)
+        ok = plain and names and not rails.parallel and all(name in DIRECT_FLOWS for name in names)
+        direct[kind] = names if ok else None
+    return direct
 
 
 __all__ = ["DEFAULT_CONFIG", "NemoGuard"]
@@ -131,7 +132,7 @@ class NemoGuard:
             )
         config = RailsConfig.from_path(str(self._config_dir))
         if self._allow_direct:  # before LLMRails, which adds NeMo's own flows to `config.flows`
-            self._direct = {kind: direct_flows(config, kind) for kind in ("input", "output")}
+            self._direct = direct_flows(config)
         for model in config.models:
             if model.engine == "ripple":
                 model.model = self._model_name
