@@ -5,15 +5,25 @@ requests answer 503 with Retry-After, so a load balancer moves traffic elsewhere
 flight, streams included, run to completion for up to `RIPPLE_DRAIN_TIMEOUT_S`. Then uvicorn's
 shutdown closes the listener and the connections and the lifespan stops the engine; the process exits
 0. A second signal during the drain skips what is left of it.
+
+A signal that comes before the server is up (models loading, the engine starting) has nothing to
+drain, and the engine's start cannot be interrupted where it runs (it blocks the event loop for tens
+of seconds). So the process stops its child processes (vLLM's engine core) and exits 0 at once,
+rather than finishing a start-up only to shut it down. Nothing is written during start-up, so
+nothing stored is at stake.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import signal
 import time
 from types import FrameType
+from typing import NoReturn
 
+import psutil
 import uvicorn
 from fastapi import FastAPI
 
@@ -23,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 # What uvicorn itself may still wait for after the drain: connections to close.
 SHUTDOWN_GRACE_S = 5
+# How long child processes get to stop on SIGTERM, when the server is stopped during start-up.
+CHILD_GRACE_S = 5
 
 
 class DrainingServer(uvicorn.Server):
@@ -33,6 +45,8 @@ class DrainingServer(uvicorn.Server):
         self._drain_started: float | None = None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if not self.started:
+            exit_during_start_up(sig)
         admission = getattr(self._app.state, "admission", None)
         if self._drain_started is None and admission is not None and self._drain_timeout_s > 0:
             self._drain_started = time.monotonic()
@@ -58,6 +72,37 @@ class DrainingServer(uvicorn.Server):
                     logger.info("drained in %.1f s", waited)
                 self.should_exit = True
         return await super().on_tick(counter)
+
+
+def exit_during_start_up(sig: int) -> NoReturn:
+    """Stop every descendant process (vLLM's engine core and its worker): SIGTERM, then SIGKILL for
+    what is left after `CHILD_GRACE_S`; then exit 0 without unwinding the start-up in progress."""
+    # multiprocessing's resource tracker ignores SIGTERM and leaves by itself once every process
+    # holding its pipe has exited, after freeing what they leaked: killing it would skip that.
+    descendants = [p for p in psutil.Process().children(recursive=True) if not _is_resource_tracker(p)]
+    logger.info(
+        "%s during start-up: nothing to drain; stopping %d child process(es) and exiting",
+        signal.Signals(sig).name,
+        len(descendants),
+    )
+    for child in descendants:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.terminate()
+    _, alive = psutil.wait_procs(descendants, timeout=CHILD_GRACE_S)
+    for child in alive:
+        logger.warning("child process %d did not stop in %g s; killing it", child.pid, CHILD_GRACE_S)
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
+    psutil.wait_procs(alive, timeout=1)
+    logging.shutdown()
+    os._exit(0)
+
+
+def _is_resource_tracker(process: psutil.Process) -> bool:
+    try:
+        return "multiprocessing.resource_tracker" in " ".join(process.cmdline())
+    except psutil.Error:
+        return False
 
 
 def serve(app: FastAPI, settings: Settings) -> None:

@@ -327,6 +327,37 @@ def test_sigterm_drains_open_streams_refuses_new_requests_and_exits_0(
     assert "drained" in log.read_text()
 
 
+def test_sigterm_during_start_up_stops_the_engine_processes_and_exits_0(server: Server, tmp_path: Path) -> None:
+    # A second server with an engine of its own, stopped while that engine starts: with nothing to
+    # drain it must not finish starting (tens of seconds) only to shut down, nor leave processes behind.
+    env = ripple_env(tmp_path / "qdrant")
+    run_ripple("index", str(CORPUS), env=env)
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [RIPPLE, "serve", "--port", str(free_port())], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+
+        def engine_starting() -> bool:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            return any("EngineCore" in " ".join(p.cmdline()) for p in psutil.Process(proc.pid).children(recursive=True))
+
+        wait_for(engine_starting, 300, "the engine core process starting")
+        descendants = psutil.Process(proc.pid).children(recursive=True)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log.read_text()
+    assert "SIGTERM during start-up" in text, text[-3000:]
+    assert "vLLM engine ready" not in text and "Application startup complete" not in text, "it finished starting"
+    _, alive = psutil.wait_procs(descendants, timeout=10)
+    assert not alive, f"left behind: {[(p.pid, p.name()) for p in alive]}"
+
+
 def engine_core(server: Server) -> psutil.Process:
     children = psutil.Process(server.process.pid).children(recursive=True)
     cores = [p for p in children if "EngineCore" in p.name() or "EngineCore" in " ".join(p.cmdline())]
