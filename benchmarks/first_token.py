@@ -13,9 +13,8 @@ the same turns, and prints its TTFT against the default's: e.g. `--versus RIPPLE
 Caveat, measured on the build machines: the server started first was slower than the others in every
 run (TTFT p50 0.76 vs 0.54 s for two identical servers, whichever was asked first; pinning the API
 processes to the other core did not remove it; two bare embedding processes show it too, see
-benchmarks/start_order.py). For an A/B, run it twice
-with the two configurations swapped (the base through the environment, e.g.
-`RIPPLE_STREAM_EARLY_CHECK=false ... --versus RIPPLE_STREAM_EARLY_CHECK=true`) and average.
+benchmarks/start_order.py). So for an A/B use `--both-orders`: everything runs twice, the servers
+started in reverse order the second time, and the comparisons are made on the mean of the two runs.
 A RIPPLE_ key must name a setting (an unknown one would be ignored by the server, comparing a
 configuration with itself).
 """
@@ -26,6 +25,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -77,12 +77,31 @@ def summary(ttfts: list[float], before: dict[str, float], after: dict[str, float
     return result
 
 
+COLUMNS = ["ttft_p50_s", "retrieval_mean_s", "input_rails_mean_s", "engine_ttft_mean_s", "other_mean_s", "start_s"]
+
+
+def print_results(results: dict[str, dict[str, float]]) -> None:
+    print(f"{'config':<16} " + " ".join(f"{c:>18}" for c in COLUMNS))
+    for name, r in results.items():
+        print(f"{name:<16} " + " ".join(f"{r[c]:>18.3f}" for c in COLUMNS))
+
+
+def mean_of_runs(runs: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Each configuration's figures averaged over the runs (one run: its own figures), in the first run's order."""
+    return {name: {key: statistics.fmean(run[name][key] for run in runs) for key in runs[0][name]} for name in runs[0]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("-n", type=int, default=10, help="questions per configuration")
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--versus", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--rails", choices=["on", "off", "both"], default="both", help="which of the two to run")
+    parser.add_argument(
+        "--both-orders",
+        action="store_true",
+        help="run twice, the servers started in reverse order the second time; report the mean of the two",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     versus: dict[str, str] = {}
@@ -99,6 +118,8 @@ def main() -> None:
     configs = {f"rails_{r}": {"RIPPLE_GUARDS_ENABLED": str(r == "on").lower()} for r in rails}
     if versus:
         configs |= {f"{name}+versus": {**env, **versus} for name, env in configs.items()}
+    orders = [list(configs), list(configs)[::-1]] if args.both_orders else [list(configs)]
+    runs = []
     with tempfile.TemporaryDirectory() as tmp:
         index = Path(tmp) / "qdrant"
         docs = Path(__file__).resolve().parent.parent / "docs"
@@ -108,12 +129,20 @@ def main() -> None:
             check=True,
             capture_output=True,
         )
-        with ripple_servers(configs, index, Path(tmp)) as up:
-            results = asyncio.run(measure(up, args.n, args.max_tokens))
-    cols = ["ttft_p50_s", "retrieval_mean_s", "input_rails_mean_s", "engine_ttft_mean_s", "other_mean_s", "start_s"]
-    print(f"{'config':<16} " + " ".join(f"{c:>18}" for c in cols))
-    for name, r in results.items():
-        print(f"{name:<16} " + " ".join(f"{r[c]:>18.3f}" for c in cols))
+        for i, order in enumerate(orders):
+            logs = Path(tmp) / f"order-{i}"
+            logs.mkdir()
+            # Each run on fresh copies of the one index (the servers of a run copy it once more each).
+            shutil.copytree(index, logs / "qdrant")
+            with ripple_servers({name: configs[name] for name in order}, logs / "qdrant", logs) as up:
+                runs.append({"start_order": order, "results": asyncio.run(measure(up, args.n, args.max_tokens))})
+            if len(orders) > 1:
+                print(f"started in the order {', '.join(order)}:")
+                print_results(runs[-1]["results"])
+    results = mean_of_runs([run["results"] for run in runs])
+    if len(orders) > 1:
+        print("mean of the two orders:")
+    print_results(results)
     suffixes = ["", "+versus"] if versus else [""]
     for suffix in suffixes if len(rails) == 2 else []:
         on, off = results[f"rails_on{suffix}"]["ttft_p50_s"], results[f"rails_off{suffix}"]["ttft_p50_s"]
@@ -134,6 +163,7 @@ def main() -> None:
             "versus": versus,
             "rails": args.rails,
             "results": results,
+            "orders": runs if len(runs) > 1 else None,
         }
         args.json.write_text(json.dumps(report, indent=2))
 
