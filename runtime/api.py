@@ -19,11 +19,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from runtime import sse
 from runtime.admission import Admission, SlotStreamingResponse, Ticket
 from runtime.chat import ChatService, FinishEvent, TextEvent
-from runtime.errors import BadRequestError, ClientClosedError, DeadlineError, RippleError
+from runtime.errors import BadRequestError, ClientClosedError, DeadlineError, ModelNotFoundError, RippleError
 from runtime.schemas import ChatCompletionRequest, Citation, RetrieveRequest, chunk_payload
 
 logger = logging.getLogger(__name__)
@@ -191,27 +192,43 @@ async def _answer(
             }
         )
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    # The first event is awaited before the response starts, so a failure up to the first token (engine
+    # not ready, sampling values the engine refuses, an upstream that refuses or is down, the deadline)
+    # is an HTTP status the client can act on (and retry), not a 200 with an error event in it.
+    try:
+        async with asyncio.timeout_at(deadline):
+            head: TextEvent | FinishEvent | None = await anext(events)
+    except TimeoutError:
+        raise _deadline_error(service, timeout) from None
+    except BaseException:
+        await events.aclose()
+        raise
+    if isinstance(head, TextEvent):
+        service.metrics.ttft_seconds.observe(time.perf_counter() - arrived)
+        ticket.started()
 
     async def frames() -> AsyncIterator[bytes]:
+        nonlocal head
         first, status = True, "ok"
         try:
             async with aclosing(events) as stream:
                 while True:
-                    try:
-                        # The deadline covers each wait for the engine, never the time spent sending.
-                        async with asyncio.timeout_at(deadline):
-                            ev = await anext(stream)
-                    except StopAsyncIteration:
-                        break
-                    except TimeoutError:
-                        raise _deadline_error(service, timeout) from None
-                    if isinstance(ev, TextEvent):
-                        # The first chunk carries the role and the first text: no early role-only chunk.
-                        delta = {"role": "assistant", "content": ev.text} if first else {"content": ev.text}
-                        if first:
-                            service.metrics.ttft_seconds.observe(time.perf_counter() - arrived)
-                            ticket.started()
-                            first = False
+                    ev, head = head, None
+                    if ev is None:
+                        try:
+                            # The deadline covers each wait for the engine, never the time spent sending.
+                            async with asyncio.timeout_at(deadline):
+                                ev = await anext(stream)
+                        except StopAsyncIteration:
+                            break
+                        except TimeoutError:
+                            raise _deadline_error(service, timeout) from None
+                    if isinstance(ev, TextEvent) or first:
+                        # The first chunk carries the role and the first text (empty for an empty
+                        # answer): no early role-only chunk, and never a stream without the role.
+                        text = ev.text if isinstance(ev, TextEvent) else ""
+                        delta = {"role": "assistant", "content": text} if first else {"content": text}
+                        first = False
                         yield sse.event(
                             chunk_payload(
                                 completion_id=completion_id,
@@ -221,7 +238,7 @@ async def _answer(
                                 finish_reason=None,
                             )
                         )
-                    else:
+                    if isinstance(ev, FinishEvent):
                         last = chunk_payload(
                             completion_id=completion_id,
                             created=created,
@@ -276,12 +293,22 @@ async def retrieve(body: RetrieveRequest, service: Service) -> dict[str, Any]:
     return {"object": "list", "data": citations(finish)}
 
 
+def _model(service: ChatService) -> dict[str, Any]:
+    return {"id": service.generator.model_id, "object": "model", "created": 0, "owned_by": "ripple"}
+
+
 @router.get("/v1/models")
 async def models(service: Service) -> dict[str, Any]:
-    return {
-        "object": "list",
-        "data": [{"id": service.generator.model_id, "object": "model", "created": 0, "owned_by": "ripple"}],
-    }
+    return {"object": "list", "data": [_model(service)]}
+
+
+@router.get("/v1/models/{model:path}")
+async def model(model: str, service: Service) -> dict[str, Any]:
+    if model != service.generator.model_id:
+        raise ModelNotFoundError(
+            f"model {model!r} is not served here; use {service.generator.model_id!r}", param="model"
+        )
+    return _model(service)
 
 
 @router.get("/health")
@@ -304,10 +331,19 @@ async def metrics(service: Service) -> Response:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RippleError)
     async def ripple_error(request: Request, exc: RippleError) -> JSONResponse:
-        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
+        if exc.should_retry is not None:
+            headers["x-should-retry"] = str(exc.should_retry).lower()
         if exc.status_code >= 500:
             logger.warning("%s %s -> %d: %s", request.method, request.url.path, exc.status_code, exc.message)
         return JSONResponse(exc.to_openai(), status_code=exc.status_code, headers=headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Unknown routes and methods, in the OpenAI error shape the clients parse (not FastAPI's `detail`).
+        error = RippleError(f"{exc.detail}: {request.method} {request.url.path}")
+        error.status_code, error.error_type = exc.status_code, "invalid_request_error"
+        return JSONResponse(error.to_openai(), status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -315,6 +351,12 @@ def install_error_handlers(app: FastAPI) -> None:
         for err in exc.errors():
             where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
             problems.append(f"{where or 'body'}: {err.get('msg')}")
-        param = ".".join(str(p) for p in exc.errors()[0].get("loc", ()) if p != "body") if exc.errors() else None
+        first = exc.errors()[0] if exc.errors() else {}
+        # A body that is not JSON has no field to name (its location is a character offset).
+        param = (
+            None
+            if first.get("type") == "json_invalid"
+            else ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        )
         error = BadRequestError("invalid request: " + "; ".join(problems), param=param or None)
         return JSONResponse(error.to_openai(), status_code=400)

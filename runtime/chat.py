@@ -79,9 +79,9 @@ class ChatService:
         limit = self.settings.max_tokens_limit
         asked = request.requested_max_tokens()
         if asked is not None and asked > limit:
+            name = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
             raise BadRequestError(
-                f"max_tokens {asked} is over this server's limit of {limit}: ask for at most {limit}",
-                param="max_tokens",
+                f"{name} {asked} is over this server's limit of {limit}: ask for at most {limit}", param=name
             )
         return SamplingOptions(
             max_tokens=asked or self.settings.default_max_tokens,

@@ -11,6 +11,7 @@
     ├── ClientClosedError           499  the client left before the answer (nothing is sent)
     ├── OverloadedError             429  admission refused (has Retry-After)
     ├── UpstreamError               502  the remote generator failed
+    ├── DeadlineError               504  the request's deadline passed (x-should-retry: false)
     └── NotReadyError               503  engine, store or rails not ready, or draining (has Retry-After)
         └── EngineFailedError       503  the engine died under a request
 
@@ -25,6 +26,8 @@ class RippleError(Exception):
     status_code = 500
     error_type = "internal_error"
     retry_after: int | None = None
+    should_retry: bool | None = None
+    """Sent as `x-should-retry`, which OpenAI's clients obey; None leaves retrying to the client."""
 
     def __init__(self, message: str, *, param: str | None = None) -> None:
         super().__init__(message)
@@ -90,6 +93,7 @@ class UpstreamError(RippleError):
 class DeadlineError(RippleError):
     status_code = 504
     error_type = "timeout"
+    should_retry = False  # the same request would run out of time again
 
 
 class NotReadyError(RippleError):

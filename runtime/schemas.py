@@ -4,6 +4,8 @@ Requests accept what the OpenAI spec and vLLM's OpenAI server accept for text ch
 vLLM's sampling extras (`ignore_eos`, `top_k`, `min_tokens`, `repetition_penalty`) so that
 `vllm bench serve --backend openai-chat` runs unmodified. Anything else is refused with a 400 that
 names the fields, rather than silently ignored. Tools, images, audio and n > 1 are not supported.
+An explicit null is "not given", as in OpenAI's API, so that a message read back from a response
+(`refusal: null`, `tool_calls: null`...) and clients that send every parameter pass.
 """
 
 from __future__ import annotations
@@ -15,7 +17,26 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from runtime.errors import BadRequestError, UnsupportedFieldError
 
 # Fields a client may send that change nothing for a text-only, single-choice server.
-_IGNORED = {"user", "metadata", "store", "service_tier", "parallel_tool_calls", "prediction"}
+_IGNORED = {
+    "user",
+    "safety_identifier",
+    "prompt_cache_key",
+    "metadata",
+    "store",
+    "service_tier",
+    "parallel_tool_calls",
+    "prediction",
+}
+# Fields refused in general but harmless at these values (what a client sends to mean "off").
+_HARMLESS = {"logprobs": False, "response_format": {"type": "text"}}
+
+
+def _drop_nulls(value: Any, keep: set[str]) -> Any:
+    """An object without its explicit nulls outside `keep`: OpenAI reads a null as "not given", and
+    clients send them (a message read back from a response carries `refusal: null`, `tool_calls: null`...)."""
+    if isinstance(value, dict):
+        return {k: v for k, v in value.items() if v is not None or k in keep}
+    return value
 
 
 class TextPart(BaseModel):
@@ -30,6 +51,14 @@ class ChatMessage(BaseModel):
     content: str | list[TextPart]
     name: str | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _nulls(cls, value: Any) -> Any:
+        # An assistant turn read back from a streamed empty answer has no content: it said nothing.
+        if isinstance(value, dict) and value.get("role") == "assistant" and value.get("content", "") is None:
+            value = {**value, "content": ""}
+        return _drop_nulls(value, {"content"})
+
     def text(self) -> str:
         if isinstance(self.content, str):
             return self.content
@@ -40,6 +69,9 @@ class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     include_usage: bool = False
     continuous_usage_stats: bool = False
+    # OpenAI pads chunks with random text against length side channels when this is on; Ripple does
+    # not pad, and accepts the field so that clients that set it work.
+    include_obfuscation: bool = False
 
 
 FilterValue = str | int | bool | list[str] | list[int]
@@ -79,6 +111,13 @@ class ChatCompletionRequest(BaseModel):
     repetition_penalty: float | None = Field(None, gt=0)
     # Ripple's extension
     retrieval: RetrievalOptions | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nulls(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            value = {k: v for k, v in value.items() if k not in _HARMLESS or v != _HARMLESS[k]}
+        return _drop_nulls(value, {"messages"})
 
     @field_validator("stop")
     @classmethod

@@ -377,3 +377,118 @@ def test_a_client_that_leaves_before_the_stream_cancels_retrieval_and_rails() ->
 
     raised, cancelled = asyncio.run(scenario())
     assert raised and cancelled
+
+
+def test_a_failure_before_the_first_token_of_a_stream_is_an_http_status(
+    client: TestClient, components: Components
+) -> None:
+    # An error event inside a 200 would reach the openai client as a bare APIError, not retried.
+    components.generator.ready = False  # type: ignore[attr-defined]
+    with client.stream("POST", "/v1/chat/completions", json={"messages": [QUESTION], "stream": True}) as r:
+        r.read()
+    assert r.status_code == 503 and r.headers["retry-after"], r.text
+    assert r.headers["content-type"].startswith("application/json")
+    assert "not ready" in r.json()["error"]["message"]
+    assert client.app.state.admission.in_flight == 0  # type: ignore[attr-defined]
+
+
+def test_a_streamed_empty_answer_still_names_its_role(client: TestClient, components: Components) -> None:
+    components.generator.reply = ""  # type: ignore[attr-defined]
+    with client.stream("POST", "/v1/chat/completions", json={"messages": [QUESTION], "stream": True}) as r:
+        events, done = parse_events(r.iter_lines())
+    assert done
+    deltas = [e["choices"][0]["delta"] for e in events if e.get("choices")]
+    assert deltas[0] == {"role": "assistant", "content": ""}, deltas
+    assert events[-1]["choices"][0]["finish_reason"] == "stop"
+
+
+def test_what_the_openai_client_sends_back_or_sets_to_off_is_accepted(client: TestClient) -> None:
+    # An answer read back as `message.model_dump()` carries nulls the request schema does not name.
+    previous = {
+        "role": "assistant",
+        "content": None,
+        "refusal": None,
+        "annotations": None,
+        "audio": None,
+        "function_call": None,
+        "tool_calls": None,
+    }
+    body = {
+        "messages": [QUESTION, previous, QUESTION],
+        "n": None,
+        "stream": None,
+        "ignore_eos": None,
+        "tools": None,
+        "safety_identifier": "user-42",
+        "prompt_cache_key": "k",
+        "response_format": {"type": "text"},
+        "logprobs": False,
+    }
+    r = client.post("/v1/chat/completions", json=body)
+    assert r.status_code == 200, r.text
+    stream = {"messages": [QUESTION], "stream": True, "stream_options": {"include_obfuscation": False}}
+    with client.stream("POST", "/v1/chat/completions", json=stream) as s:
+        assert s.status_code == 200 and parse_events(s.iter_lines())[1]
+    # What would change the answer is still refused, and nulls do not stand in for required fields.
+    for refused, param in (
+        ({"logprobs": True}, "logprobs"),
+        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"tools": []}, "tools"),
+    ):
+        r = client.post("/v1/chat/completions", json={"messages": [QUESTION], **refused})
+        assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+    r = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": None}]})
+    assert r.status_code == 400, r.text
+
+
+def test_unknown_routes_answer_in_the_openai_error_shape(client: TestClient) -> None:
+    r = client.post("/v1/embeddings", json={"input": "hi"})
+    assert r.status_code == 404
+    assert r.json()["error"]["message"] == "Not Found: POST /v1/embeddings", r.text
+    r = client.delete("/v1/chat/completions")
+    assert r.status_code == 405 and r.headers["allow"] == "POST", r.headers
+    assert r.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_the_openai_client_gets_status_errors_and_does_not_retry_a_deadline(settings, components: Components) -> None:  # type: ignore[no-untyped-def]
+    import openai
+
+    from runtime.app import create_app
+
+    components.generator.delay = 0.2  # type: ignore[attr-defined]
+    short = settings.model_copy(update={"request_timeout_s": 0.5})
+    with TestClient(create_app(short, components=components)) as c:
+        import asyncio
+
+        asyncio.run(Indexer(components.embedder, components.store).run([CORPUS]))
+        api = openai.OpenAI(base_url="http://testserver/v1", api_key="unused", http_client=c, max_retries=2)
+        messages = [{"role": "user", "content": "Who designed the Zorblax protocol?"}]
+        with pytest.raises(openai.APIStatusError) as deadline:
+            api.chat.completions.create(model="fake-model", messages=messages)  # type: ignore[arg-type]
+        assert deadline.value.status_code == 504 and deadline.value.response.headers["x-should-retry"] == "false"
+        assert len(components.generator.calls) == 1, "the client retried a deadline"  # type: ignore[attr-defined]
+        components.generator.ready = False  # type: ignore[attr-defined]
+        with pytest.raises(openai.APIStatusError) as not_ready:
+            api.with_options(max_retries=0).chat.completions.create(
+                model="fake-model",
+                messages=messages,  # type: ignore[arg-type]
+                stream=True,
+            )
+        assert not_ready.value.status_code == 503
+
+
+def test_errors_name_the_field_the_client_sent(client: TestClient) -> None:
+    r = client.post("/v1/chat/completions", json={"messages": [QUESTION], "max_completion_tokens": 99999})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "max_completion_tokens", r.text
+    assert r.json()["error"]["message"].startswith("max_completion_tokens 99999 is over")
+    r = client.post("/v1/chat/completions", content=b'{"messages": [', headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["param"] is None, r.text
+
+
+def test_the_served_model_can_be_read_by_its_id(client: TestClient) -> None:
+    import openai
+
+    api = openai.OpenAI(base_url="http://testserver/v1", api_key="unused", http_client=client, max_retries=0)
+    assert api.models.retrieve("fake-model").id == "fake-model"
+    with pytest.raises(openai.NotFoundError, match="not served here"):
+        api.models.retrieve("gpt-4o")
