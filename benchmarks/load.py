@@ -9,7 +9,12 @@ Measures, per successful request: TTFT (to the first chunk whose `delta.content`
 a role-only chunk does not count), ITL (gaps between content chunks; a chunk may carry several
 tokens, as Ripple's output-rail windows do), TPOT ((e2e - TTFT) / (output tokens - 1)) and e2e.
 Output tokens come from the final `usage` chunk (`stream_options.include_usage`); a server that sends
-none is counted in content chunks, and the JSON says which. The statistics are pure functions below.
+none is counted in content chunks, and the JSON says which. A reasoning model's `reasoning_content`
+counts as output, as in vLLM's own benchmark, so TTFT and TPOT cover the same tokens. A 200 stream
+counts as a success only if it ends with a finish reason other than `abort`/`error` and `[DONE]`.
+Warm-up requests use prompts of their own, and each load level starts further into a dataset, so a
+measured request does not meet a prefix cache warmed by an earlier one unless the dataset is too
+small (the tool then says so). The statistics are pure functions below.
 Left out: retries (a 429 is counted, not retried), non-streamed requests, multi-choice (`n` > 1).
 """
 
@@ -17,8 +22,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
+import io
 import json
 import math
+import os
 import random
 import time
 from collections import Counter
@@ -69,8 +77,8 @@ class RequestRecord:
             self.done = True
             return
         event = json.loads(data)
-        if "error" in event:
-            err = event["error"]
+        if "error" in event or event.get("object") == "error":  # the latter: vLLM before 0.10.1
+            err = event.get("error", event)
             self.status = "stream_error"
             self.error = str(err.get("message", err) if isinstance(err, dict) else err)
             return
@@ -79,7 +87,8 @@ class RequestRecord:
             self.usage_tokens = usage.get("completion_tokens")
             self.prompt_tokens = usage.get("prompt_tokens")
         for choice in event.get("choices") or []:
-            if (choice.get("delta") or {}).get("content"):
+            delta = choice.get("delta") or {}
+            if delta.get("content") or delta.get("reasoning_content") or delta.get("reasoning"):
                 self.chunk_times.append(now)
             self.finish_reason = choice.get("finish_reason") or self.finish_reason
 
@@ -137,6 +146,12 @@ def status_counts(records: Sequence[RequestRecord]) -> dict[str, int]:
     return dict(sorted(Counter(r.status for r in records).items()))
 
 
+def error_counts(records: Sequence[RequestRecord], top: int = 5) -> list[dict[str, Any]]:
+    """The most frequent failures, by status and message (the first 200 characters), most frequent first."""
+    counts = Counter((r.status, (r.error or "")[:200]) for r in records if not r.ok)
+    return [{"status": st, "error": err, "count": n} for (st, err), n in counts.most_common(top)]
+
+
 def aggregate(records: Sequence[RequestRecord], duration: float) -> dict[str, Any]:
     """The report's measures over all requests; latencies only from successful ones."""
     ok = [r for r in records if r.ok]
@@ -146,6 +161,7 @@ def aggregate(records: Sequence[RequestRecord], duration: float) -> dict[str, An
     prompt = [r.prompt_tokens for r in ok if r.prompt_tokens is not None]
     return {
         "status_counts": status_counts(records),
+        "errors": error_counts(records),
         "ttft_ms": summarize_ms([t for r in ok if (t := ttft(r)) is not None]),
         "tpot_ms": summarize_ms([t for r in ok if (t := tpot(r)) is not None]),
         "itl_ms": summarize_ms([g for r in ok for g in itls(r)]),
@@ -175,12 +191,47 @@ def poisson_arrivals(n: int, rate: float, seed: int) -> list[float]:
 # --- prompts -----------------------------------------------------------------------------------------------
 
 
+QUESTION_FIELDS = ("question", "text", "prompt", "query", "instruction", "input", "content")
+"""Fields a dataset row may hold its prompt in, the first present wins; or `messages`/`conversations`
+(OpenAI or ShareGPT turns), whose first user turn is taken."""
+
+
+def _question(row: object, where: str) -> str:
+    if isinstance(row, str):
+        return row
+    if isinstance(row, dict):
+        for name in QUESTION_FIELDS:
+            if isinstance(row.get(name), str) and row[name].strip():
+                return str(row[name])
+        for turn in row.get("messages") or row.get("conversations") or []:
+            if isinstance(turn, dict) and (turn.get("role") or turn.get("from")) in ("user", "human"):
+                return str(turn.get("content") or turn.get("value") or "")
+    raise SystemExit(
+        f"{where}: no prompt found; a row needs one of the fields {', '.join(QUESTION_FIELDS)}, "
+        "or messages/conversations with a user turn"
+    )
+
+
 def load_questions(path: Path) -> list[str]:
-    """Questions from JSONL (`question` or `text` field) or a plain file with one question per line."""
-    lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    if path.suffix == ".jsonl" or (lines and lines[0].startswith("{")):
-        rows = [json.loads(line) for line in lines]
-        return [str(row.get("question") or row["text"]) for row in rows]
+    """Prompts from JSONL, a JSON array (ShareGPT-style files included), CSV with a header row, or a
+    plain file with one question per line. See `QUESTION_FIELDS` for where a row's prompt may be."""
+    text = path.read_text()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise SystemExit(f"{path}: no prompts in it")
+    if path.suffix == ".csv":
+        rows = list(csv.DictReader(io.StringIO(text)))
+        return [
+            _question({k.strip().lower(): v for k, v in row.items() if k}, f"{path}:{i + 2}")
+            for i, row in enumerate(rows)
+        ]
+    if path.suffix == ".json" or lines[0].startswith("["):
+        rows = json.loads(text)
+        if not isinstance(rows, list):
+            raise SystemExit(f"{path}: a JSON dataset must be an array of rows")
+        return [_question(row, f"{path}[{i}]") for i, row in enumerate(rows)]
+    if path.suffix == ".jsonl" or lines[0].startswith("{"):
+        return [_question(json.loads(line), f"{path}:{i + 1}") for i, line in enumerate(lines)]
     return lines
 
 
@@ -198,9 +249,15 @@ def as_messages(questions: Sequence[str]) -> list[list[Message]]:
 
 
 async def first_model(client: httpx.AsyncClient, base_url: str) -> str:
-    r = await client.get(f"{base_url}/v1/models")
-    r.raise_for_status()
-    return str(r.json()["data"][0]["id"])
+    try:
+        r = await client.get(f"{base_url}/v1/models")
+        r.raise_for_status()
+        return str(r.json()["data"][0]["id"])
+    except (httpx.HTTPError, ValueError, KeyError, IndexError) as exc:
+        raise SystemExit(
+            f"could not read the model from {base_url}/v1/models ({exc!r}): check --base-url and --api-key, "
+            "or name the model with --model"
+        ) from None
 
 
 async def send(
@@ -216,10 +273,13 @@ async def send(
                 else:
                     async for line in response.aiter_lines():
                         record.feed(line, time.perf_counter())
-                        if record.status == "stream_error":
+                        if record.status == "stream_error" or record.done:
                             break
                     if record.ok and not record.done:
                         record.status, record.error = "stream_error", "the stream ended without data: [DONE]"
+                    elif record.ok and record.finish_reason in (None, "abort", "error"):
+                        record.status = "stream_error"
+                        record.error = f"the stream ended with finish_reason {record.finish_reason}"
     except (TimeoutError, httpx.TimeoutException):
         record.status, record.error = "timeout", f"no complete answer within {timeout:g} s"
     except httpx.TransportError as exc:
@@ -260,21 +320,31 @@ async def run_load(
     warmup: int = 0,
     extra_body: dict[str, Any] | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
+    api_key: str | None = None,
+    first_prompt: int = 0,
 ) -> dict[str, Any]:
-    """Send `requests` streamed requests (prompts in turn) at `load`; return the aggregate report."""
+    """Send `requests` streamed requests at `load`; return the aggregate report. The warm-up requests
+    take prompts `first_prompt`, `first_prompt + 1`, ..., the measured ones the prompts after them (in
+    turn, wrapping around `prompts`)."""
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
-    async with httpx.AsyncClient(timeout=httpx.Timeout(timeout), limits=limits, transport=transport) as client:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+    async with httpx.AsyncClient(
+        timeout=httpx.Timeout(timeout), limits=limits, transport=transport, headers=headers
+    ) as client:
         model = model or await first_model(client, base_url)
 
         def body(i: int) -> dict[str, Any]:
             return {
                 "model": model,
-                "messages": prompts[i % len(prompts)],
+                "messages": prompts[prompt(i)],
                 "max_tokens": max_tokens,
                 "stream": True,
                 "stream_options": {"include_usage": True},
                 **(extra_body or {}),
             }
+
+        def prompt(i: int) -> int:
+            return (first_prompt + i) % len(prompts)
 
         for i in range(warmup):
             await send(client, base_url, body(i), timeout)
@@ -285,7 +355,7 @@ async def run_load(
 
             async def arrive(i: int) -> None:
                 await asyncio.sleep(max(0.0, started + arrivals[i] - time.perf_counter()))
-                records.append(await send(client, base_url, body(i), timeout, i % len(prompts)))
+                records.append(await send(client, base_url, body(warmup + i), timeout, prompt(warmup + i)))
 
             await asyncio.gather(*(arrive(i) for i in range(requests)))
         else:
@@ -293,12 +363,17 @@ async def run_load(
 
             async def worker() -> None:
                 for i in next_index:  # shared iterator: each index is taken by exactly one worker
-                    records.append(await send(client, base_url, body(i), timeout, i % len(prompts)))
+                    records.append(await send(client, base_url, body(warmup + i), timeout, prompt(warmup + i)))
 
             await asyncio.gather(*(worker() for _ in range(load.concurrency or 1)))
         duration = time.perf_counter() - started
     report = aggregate(records, duration)
     report["load"] = {**load.describe(), "requests": requests, "max_tokens": max_tokens, "warmup": warmup}
+    if load.rate is not None and requests > 1:
+        # The offered load as sent (a seeded draw of a few arrivals can differ from --rate), and when the
+        # last one arrived: the duration also covers the requests still running after it.
+        report["load"]["last_arrival_s"] = arrivals[-1]
+        report["load"]["offered_requests_per_s"] = (requests - 1) / arrivals[-1] if arrivals[-1] > 0 else None
     report["model"] = model
     # Which prompt lengths the server reported for each prompt: a check that two servers saw the same prompts.
     by_prompt: dict[int, set[int]] = {}
@@ -330,6 +405,19 @@ def print_table(reports: Sequence[dict[str, Any]]) -> None:
         print(" ".join(f"{c:>9}" for c in row))
         if set(r["status_counts"]) != {"200"}:
             print(f"{'':>9} status counts: {r['status_counts']}")
+            for e in r.get("errors", []):
+                print(f"{'':>9} {e['count']} x {e['status']}: {e['error'] or '(no message)'}")
+        if t["output_token_count_source"] != "usage":
+            print(
+                f"{'':>9} tok/s and TPOT counted in content chunks ({t['output_token_count_source']}): "
+                "the server sent no usage for some answers"
+            )
+        if load.get("offered_requests_per_s") is not None:
+            print(
+                f"{'':>9} offered {load['offered_requests_per_s']:.2f} req/s (last arrival at "
+                f"{load['last_arrival_s']:.1f} s); req/s above counts until the last answer, "
+                f"{t['duration_s']:.1f} s"
+            )
 
 
 def plot(reports: Sequence[dict[str, Any]], path: Path, title: str) -> None:
@@ -360,20 +448,35 @@ def plot(reports: Sequence[dict[str, Any]], path: Path, title: str) -> None:
 def parse_loads(concurrency: str | None, rate: str | None) -> list[Load]:
     if (concurrency is None) == (rate is None):
         raise SystemExit("give exactly one of --concurrency N[,N...] or --rate R[,R...]")
-    if concurrency is not None:
-        return [Load(concurrency=int(c)) for c in concurrency.split(",")]
-    return [Load(rate=float(r)) for r in (rate or "").split(",")]
+    try:
+        if concurrency is not None:
+            loads = [Load(concurrency=int(c)) for c in concurrency.split(",")]
+        else:
+            loads = [Load(rate=float(r)) for r in (rate or "").split(",")]
+    except ValueError as exc:
+        raise SystemExit(f"--concurrency takes whole numbers, --rate numbers, comma-separated: {exc}") from None
+    if any(load.value <= 0 or not math.isfinite(load.value) for load in loads):
+        raise SystemExit("--concurrency and --rate values must be above 0")
+    return loads
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base-url", default="http://127.0.0.1:8000", help="server root, without /v1")
     parser.add_argument("--model", help="default: the first id from GET /v1/models")
+    parser.add_argument(
+        "--api-key", default=os.environ.get("OPENAI_API_KEY"), help="sent as a Bearer token (default: $OPENAI_API_KEY)"
+    )
     parser.add_argument("--concurrency", help="closed loop: workers, or a list such as 1,2,4")
     parser.add_argument("--rate", help="open loop: Poisson arrivals per second, or a list such as 0.5,1,2")
     parser.add_argument("--requests", type=int, default=20, help="requests per load level")
     parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--dataset", type=Path, help="JSONL (question or text field) or one question per line")
+    parser.add_argument(
+        "--dataset",
+        type=Path,
+        help="JSONL, JSON array or CSV with a header (field question, text, prompt..., or messages), "
+        "or one question per line",
+    )
     parser.add_argument("--prompt-tokens", type=int, default=32, help="random prompts of about this many tokens")
     parser.add_argument("--temperature", type=float, default=0.0)
     parser.add_argument("--ignore-eos", action="store_true", help="vLLM extra: always generate max_tokens")
@@ -384,15 +487,25 @@ def main() -> None:
     parser.add_argument("--png", type=Path)
     args = parser.parse_args()
     loads = parse_loads(args.concurrency, args.rate)
+    if args.requests < 1 or args.warmup < 0 or args.max_tokens < 1 or args.timeout <= 0:
+        parser.error("--requests and --max-tokens must be at least 1, --warmup at least 0, --timeout above 0")
+    if not args.base_url.startswith(("http://", "https://")):
+        parser.error(f"--base-url {args.base_url!r}: give the scheme too, e.g. http://{args.base_url}")
     base = args.base_url.rstrip("/").removesuffix("/v1")
     dataset = load_questions(args.dataset) if args.dataset else None
+    per_level = args.requests + args.warmup
+    if dataset is not None and len(dataset) < per_level * len(loads):
+        print(
+            f"warning: {args.dataset} has {len(dataset)} prompts and this run sends {per_level * len(loads)}: "
+            "prompts repeat, and a server's prefix cache can make the repeats' TTFT look better than it is"
+        )
     extra: dict[str, Any] = {"temperature": args.temperature}
     if args.ignore_eos:
         extra["ignore_eos"] = True
     reports = []
     for level, load in enumerate(loads):
         # Fresh random prompts per level, so a level never hits the prefix cache warmed by the one before.
-        questions = dataset or random_prompts(args.requests + args.warmup, args.prompt_tokens, args.seed + level)
+        questions = dataset or random_prompts(per_level, args.prompt_tokens, args.seed + level)
         reports.append(
             asyncio.run(
                 run_load(
@@ -406,6 +519,9 @@ def main() -> None:
                     seed=args.seed,
                     warmup=args.warmup,
                     extra_body=extra,
+                    api_key=args.api_key,
+                    # Each level further into the dataset, so it does not repeat the prompts just sent.
+                    first_prompt=level * per_level if dataset else 0,
                 )
             )
         )
@@ -414,14 +530,14 @@ def main() -> None:
     prompts = str(args.dataset) if args.dataset else f"random, about {args.prompt_tokens} tokens"
     for r in reports:
         r["load"].update(base_url=base, prompts=prompts, temperature=args.temperature, ignore_eos=args.ignore_eos)
-        r["machine"] = host
+        r["machine"] = host  # the load client's; the server's only when both run on one machine
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         out = reports[0] if len(reports) == 1 else {"machine": host, "model": reports[0]["model"], "runs": reports}
         args.json.write_text(json.dumps(out, indent=2))
     if args.png:
         title = (
-            f"{reports[0]['model']} at {base} | {host['cpu']}, {host['cores']} cores | "
+            f"{reports[0]['model']} at {base} | client: {host['cpu']}, {host['cores']} cores | "
             f"{args.requests} requests/level, max_tokens {args.max_tokens}, prompts: {prompts}"
         )
         plot(reports, args.png, title)

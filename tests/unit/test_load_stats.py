@@ -21,6 +21,7 @@ from benchmarks.load import (
     aggregate,
     itls,
     load_questions,
+    parse_loads,
     percentile,
     poisson_arrivals,
     random_prompts,
@@ -178,6 +179,35 @@ def test_questions_from_jsonl_or_lines(tmp_path: Path) -> None:
     assert load_questions(plain) == ["One?", "Two?"]
 
 
+def test_questions_from_the_common_dataset_formats(tmp_path: Path) -> None:
+    jsonl = tmp_path / "q.jsonl"
+    jsonl.write_text(
+        '{"prompt": "A?"}\n{"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "B?"}]}\n'
+    )
+    assert load_questions(jsonl) == ["A?", "B?"]
+    sharegpt = tmp_path / "sharegpt.json"
+    sharegpt.write_text(
+        json.dumps(
+            [{"id": "1", "conversations": [{"from": "human", "value": "C?"}, {"from": "gpt", "value": "c"}]}], indent=2
+        )
+    )
+    assert load_questions(sharegpt) == ["C?"]
+    table = tmp_path / "q.csv"
+    table.write_text('Question,category\n"D, with a comma?",x\nE?,y\n')
+    assert load_questions(table) == ["D, with a comma?", "E?"]
+    unknown = tmp_path / "bad.jsonl"
+    unknown.write_text('{"body": "F?"}\n')
+    with pytest.raises(SystemExit, match="bad.jsonl:1: no prompt found"):
+        load_questions(unknown)
+
+
+def test_load_levels_must_be_above_zero() -> None:
+    for concurrency, rate in (("0", None), ("-2", None), (None, "0"), ("x", None)):
+        with pytest.raises(SystemExit):
+            parse_loads(concurrency, rate)
+    assert parse_loads("1,4", None) == [Load(concurrency=1), Load(concurrency=4)]
+
+
 def test_random_prompts_have_the_asked_length_and_are_seeded() -> None:
     prompts = random_prompts(3, 50, seed=1)
     assert [len(p.split()) for p in prompts] == [50, 50, 50] and len(set(prompts)) == 3
@@ -264,13 +294,17 @@ async def test_open_loop_sends_every_request() -> None:
         model="m",
         transport=httpx.ASGITransport(app=fake.app),
     )
-    assert report["status_counts"] == {"200": 6} and report["load"] == {
+    load = report["load"]
+    assert report["status_counts"] == {"200": 6}
+    assert {k: load[k] for k in ("mode", "rate", "requests", "max_tokens", "warmup")} == {
         "mode": "open",
         "rate": 500.0,
         "requests": 6,
         "max_tokens": 2,
         "warmup": 0,
     }
+    assert load["last_arrival_s"] == poisson_arrivals(6, 500.0, 0)[-1]
+    assert load["offered_requests_per_s"] == pytest.approx(5 / load["last_arrival_s"])
     assert {b["model"] for b in fake.bodies} == {"m"}
 
 
@@ -303,3 +337,73 @@ async def test_a_request_past_its_deadline_is_a_timeout() -> None:
         transport=httpx.ASGITransport(app=fake.app),
     )
     assert report["status_counts"] == {"timeout": 1}
+
+
+def test_old_vllm_errors_aborts_and_missing_finish_reasons_are_not_successes() -> None:
+    old = fed([(chunk({"content": "a"}), 0.1), ('data: {"object": "error", "message": "engine died"}', 0.2)])
+    assert old.status == "stream_error" and old.error == "engine died"
+
+
+def test_reasoning_tokens_count_as_output_for_ttft() -> None:
+    r = fed(
+        [
+            (chunk({"role": "assistant"}), 0.1),
+            (chunk({"reasoning_content": "hmm"}), 0.3),
+            (chunk({"content": "x"}), 0.5),
+        ]
+    )
+    assert ttft(r) == pytest.approx(0.3) and len(r.chunk_times) == 2
+
+
+class Scripted:
+    """Serves one scripted SSE body per request, streamed (an httpx mock transport, so nothing buffers
+    it); records the Authorization headers and prompts."""
+
+    def __init__(self, body: str, linger: float = 0.0) -> None:
+        self.body, self.linger = body, linger
+        self.auth: list[str | None] = []
+        self.prompts: list[str] = []
+        self.transport = httpx.MockTransport(self.chat)
+
+    async def chat(self, request: httpx.Request) -> httpx.Response:
+        self.auth.append(request.headers.get("authorization"))
+        self.prompts.append(json.loads(request.content)["messages"][0]["content"])
+
+        async def events() -> Any:
+            yield self.body.encode()
+            await asyncio.sleep(self.linger)  # a proxy that keeps the connection open after [DONE]
+
+        return httpx.Response(200, content=events(), headers={"content-type": "text/event-stream"})
+
+
+async def run_scripted(server: Scripted, **kw: Any) -> dict[str, Any]:
+    prompts = [[{"role": "user", "content": f"q{i}"}] for i in range(4)]
+    options: dict[str, Any] = {"requests": 2, "max_tokens": 2, "model": "m", **kw}
+    return await run_load("http://fake", prompts, Load(concurrency=1), transport=server.transport, **options)
+
+
+async def test_streams_that_end_badly_are_errors_with_their_reasons() -> None:
+    for finish, expected in (("abort", "finish_reason abort"), (None, "finish_reason None")):
+        body = chunk({"content": "a"}) + "\n\n" + chunk({}, finish=finish) + "\n\ndata: [DONE]\n\n"
+        report = await run_scripted(Scripted(body))
+        assert report["status_counts"] == {"stream_error": 2}, finish
+        assert report["errors"] == [
+            {"status": "stream_error", "error": f"the stream ended with {expected}", "count": 2}
+        ]
+
+
+async def test_reading_stops_at_done_and_the_api_key_is_sent() -> None:
+    body = chunk({"content": "a"}) + "\n\n" + chunk({}, finish="stop") + "\n\ndata: [DONE]\n\n"
+    server = Scripted(body, linger=1.0)
+    report = await run_scripted(server, api_key="sk-test")
+    assert report["status_counts"] == {"200": 2}
+    assert report["e2e_ms"]["p99"] < 500, "waited for the connection to close after [DONE]"
+    assert server.auth == ["Bearer sk-test", "Bearer sk-test"]
+
+
+async def test_warm_up_and_measured_requests_use_different_prompts() -> None:
+    body = chunk({"content": "a"}) + "\n\n" + chunk({}, finish="stop") + "\n\ndata: [DONE]\n\n"
+    server = Scripted(body)
+    report = await run_scripted(server, warmup=1, first_prompt=1)
+    assert server.prompts == ["q1", "q2", "q3"], "warm-up first, then the prompts after it"
+    assert report["prompt_tokens_by_prompt"] == {}
