@@ -98,6 +98,9 @@ def vllm_server(settings: Settings, log: Path, timeout: float = 600) -> Iterator
     # Ripple's engine uses VLLM_CPU_KVCACHE_SPACE when set, else RIPPLE_KV_CACHE_GB: the same here.
     kv = os.environ.get("VLLM_CPU_KVCACHE_SPACE") or f"{settings.kv_cache_gb:g}"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": kv}
+    # ... and its worker's cores as Ripple's engine binds them (RIPPLE_ENGINE_CPU_RESERVED_CORES).
+    if (reserved := settings.engine_cpu_reserved()) is not None:
+        env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", str(reserved))
     with served_process(cmd, env, port, "/health", log, timeout) as served:
         yield served
 
@@ -288,7 +291,9 @@ def main() -> None:
         folder = logs / ("-".join(order)) if len(orders) > 1 else logs
         folder.mkdir(parents=True, exist_ok=True)
         reports.append(run_order(args, names, order, questions, folder))
-    report = reports[0] if len(reports) == 1 else {"orders": reports, "mean_of_orders": mean_of_orders(reports, names)}
+    report: dict[str, Any] = (
+        reports[0] if len(reports) == 1 else {"orders": reports, "mean_of_orders": mean_of_orders(reports, names)}
+    )
     if len(reports) > 1:
         print_mean_of_orders(report["mean_of_orders"], [r["start_order"] for r in reports])
     if args.json:

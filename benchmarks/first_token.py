@@ -30,11 +30,20 @@ import statistics
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-from benchmarks.harness import RIPPLE, Served, histogram_mean, histogram_sums, machine, ripple_servers, stream_once
-from runtime.settings import Settings
+from benchmarks.harness import (
+    RIPPLE,
+    Served,
+    histogram_mean,
+    histogram_sums,
+    machine,
+    parse_versus,
+    ripple_servers,
+    stream_once,
+)
 
 QUESTION = "How do I point Ripple at a Qdrant server instead of a local folder?"
 
@@ -104,14 +113,10 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    versus: dict[str, str] = {}
-    for item in args.versus:
-        key, sep, value = item.partition("=")
-        if not sep:
-            parser.error(f"--versus {item!r}: write KEY=VALUE")
-        if key.startswith("RIPPLE_") and key.removeprefix("RIPPLE_").lower() not in Settings.model_fields:
-            parser.error(f"--versus {key}: no such Ripple setting (see runtime/settings.py)")
-        versus[key] = value
+    try:
+        versus = parse_versus(args.versus)
+    except ValueError as exc:
+        parser.error(str(exc))
     rails = ["on", "off"] if args.rails == "both" else [args.rails]
     if len(rails) == 1 and not versus:
         parser.error(f"--rails {args.rails} compares nothing without --versus")
@@ -119,7 +124,7 @@ def main() -> None:
     if versus:
         configs |= {f"{name}+versus": {**env, **versus} for name, env in configs.items()}
     orders = [list(configs), list(configs)[::-1]] if args.both_orders else [list(configs)]
-    runs = []
+    runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         index = Path(tmp) / "qdrant"
         docs = Path(__file__).resolve().parent.parent / "docs"

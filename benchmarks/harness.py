@@ -162,3 +162,20 @@ def histogram_mean(name: str, before: dict[str, float], after: dict[str, float])
     """Mean observation (seconds) of histogram `name` between two readings; None when there was none."""
     count = histogram_count(name, before, after)
     return (after.get(f"{name}_sum", 0) - before.get(f"{name}_sum", 0)) / count if count else None
+
+
+def parse_versus(items: list[str]) -> dict[str, str]:
+    """`--versus KEY=VALUE` options as a dict of environment variables. Raises ValueError (with the
+    message for the user) for an item without `=` or a RIPPLE_ key that names no setting: the server
+    would ignore it, comparing a configuration with itself."""
+    from runtime.settings import Settings
+
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--versus {item!r}: write KEY=VALUE")
+        if key.startswith("RIPPLE_") and key.removeprefix("RIPPLE_").lower() not in Settings.model_fields:
+            raise ValueError(f"--versus {key}: no such Ripple setting (see runtime/settings.py)")
+        out[key] = value
+    return out

@@ -1,4 +1,4 @@
-"""The `ripple` command: `index`, `serve`, `ask`.
+"""The `ripple` command: `prepare`, `index`, `serve`, `ask`, `eval retrieval`, `eval guards`.
 
 Settings come from `RIPPLE_*` variables and the TOML file named by `--config` / `RIPPLE_CONFIG`;
 command-line options override both. Nothing heavy happens until a command runs.
@@ -149,7 +149,10 @@ def eval_retrieval(
     squad: Annotated[Path | None, typer.Option(help="A SQuAD v1.1 JSON file instead of --dataset.")] = None,
     split: Annotated[str, typer.Option(help="BEIR qrels split: qrels/SPLIT.tsv.")] = "test",
     modes: Annotated[str, typer.Option(help="Comma-separated: dense, sparse, hybrid.")] = "dense,sparse,hybrid",
-    max_queries: Annotated[int | None, typer.Option(help="An even sample of at most this many queries.")] = None,
+    max_queries: Annotated[
+        int | None,
+        typer.Option(help="At most this many queries: the first by id (--dataset), an even sample (--squad)."),
+    ] = None,
     whole_documents: Annotated[
         bool,
         typer.Option(

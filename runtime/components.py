@@ -113,6 +113,7 @@ def build_generator(settings: Settings) -> Generator:
         enforce_eager=settings.enforce_eager,
         gpu_memory_utilization=settings.gpu_memory_utilization,
         cpu_kv_cache_gb=settings.kv_cache_gb,
+        cpu_reserved_cores=settings.engine_cpu_reserved(),
     )
 
 

@@ -31,6 +31,7 @@ class VllmGenerator:
         enforce_eager: bool = True,
         gpu_memory_utilization: float = 0.85,
         cpu_kv_cache_gb: float = 2.0,
+        cpu_reserved_cores: int | None = None,
     ) -> None:
         self._model = model
         self._served_name = served_name
@@ -39,6 +40,7 @@ class VllmGenerator:
         self._enforce_eager = enforce_eager
         self._gpu_memory_utilization = gpu_memory_utilization
         self._cpu_kv_cache_gb = cpu_kv_cache_gb
+        self._cpu_reserved_cores = cpu_reserved_cores
         self._engine: Any = None
         self._tokenizer: Any = None
 
@@ -56,6 +58,9 @@ class VllmGenerator:
 
         # vLLM's CPU build sizes its KV cache from this variable (GiB); GPU builds ignore it.
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{self._cpu_kv_cache_gb:g}")
+        # ... and binds its worker's threads from this one: how many cores to leave to other processes.
+        if self._cpu_reserved_cores is not None:
+            os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", str(self._cpu_reserved_cores))
         args = AsyncEngineArgs(
             model=self._model,
             served_model_name=[self._served_name],

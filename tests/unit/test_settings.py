@@ -65,3 +65,17 @@ def test_secrets_are_not_printed(monkeypatch: pytest.MonkeyPatch) -> None:
     s = Settings()
     assert "hunter2" not in repr(s) and s.qdrant_api_key is not None
     assert s.qdrant_api_key.get_secret_value() == "hunter2"
+
+
+def test_the_engine_worker_computes_on_both_cores_of_a_two_core_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    assert Settings().engine_cpu_reserved() == 0
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    assert Settings().engine_cpu_reserved() is None, "vLLM's own choice on bigger machines"
+    monkeypatch.setenv("RIPPLE_ENGINE_CPU_RESERVED_CORES", "2")
+    assert Settings().engine_cpu_reserved() == 2
+    monkeypatch.setenv("RIPPLE_ENGINE_CPU_RESERVED_CORES", "-1")
+    with pytest.raises(ValidationError, match="engine_cpu_reserved_cores"):
+        Settings()
