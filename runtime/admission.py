@@ -14,6 +14,8 @@ when the engine falls behind. Nothing else queues.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
@@ -77,14 +79,21 @@ class Admission:
 
 
 class SlotStreamingResponse(StreamingResponse):
-    """A stream that gives its admission ticket back however it ends, even if it never started."""
+    """A stream that runs `on_close` and gives its admission ticket back however it ends, even if it
+    never started (a client that left before the first frame: the body's own `finally` never runs)."""
 
-    def __init__(self, *args: object, ticket: Ticket, **kwargs: object) -> None:
+    def __init__(
+        self, *args: object, ticket: Ticket, on_close: Callable[[], Awaitable[None]], **kwargs: object
+    ) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self._ticket = ticket
+        self._on_close = on_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
-            self._ticket.release()
+            try:
+                await self._on_close()
+            finally:
+                self._ticket.release()

@@ -207,8 +207,11 @@ async def _answer(
         service.metrics.ttft_seconds.observe(time.perf_counter() - arrived)
         ticket.started()
 
+    streamed = False
+
     async def frames() -> AsyncIterator[bytes]:
-        nonlocal head
+        nonlocal head, streamed
+        streamed = True
         first, status = True, "ok"
         try:
             async with aclosing(events) as stream:
@@ -278,9 +281,18 @@ async def _answer(
             service.metrics.request_seconds.observe(time.perf_counter() - arrived)
         yield sse.DONE
 
+    async def close() -> None:
+        # However the response ends: the events (and the engine request behind them) are closed, and
+        # a stream whose client left before its first frame, so that `frames` never ran, is counted.
+        if not streamed:
+            service.metrics.requests.labels("cancelled").inc()
+            service.metrics.cancelled.inc()
+        await events.aclose()
+
     return SlotStreamingResponse(
         frames(),
         ticket=ticket,
+        on_close=close,
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -492,3 +494,35 @@ def test_the_served_model_can_be_read_by_its_id(client: TestClient) -> None:
     assert api.models.retrieve("fake-model").id == "fake-model"
     with pytest.raises(openai.NotFoundError, match="not served here"):
         api.models.retrieve("gpt-4o")
+
+
+async def test_a_stream_whose_client_left_before_its_first_frame_stops_its_generation(
+    settings, components: Components
+) -> None:  # type: ignore[no-untyped-def]
+    # The first event is awaited before the response starts, so the engine request exists before the
+    # stream does. A client gone by then: Starlette cancels the body before it runs its first line.
+    import time
+
+    from runtime.api import _answer
+    from runtime.app import create_app
+    from runtime.schemas import ChatCompletionRequest
+
+    components.generator.delay = 0.05  # type: ignore[attr-defined]
+    app = create_app(settings, components=components)
+    async with app.router.lifespan_context(app):
+        await Indexer(components.embedder, components.store).run([CORPUS])
+        ticket = app.state.admission.acquire()
+        body = ChatCompletionRequest.model_validate({"messages": [QUESTION], "stream": True})
+        response = await _answer(body, app.state.service, ticket, time.perf_counter(), 30)
+        assert components.generator.unfinished_requests() == 1
+
+        async def receive() -> dict[str, str]:
+            return {"type": "http.disconnect"}
+
+        async def send(message: object) -> None:
+            await asyncio.sleep(0)
+
+        await response({"type": "http", "asgi": {"spec_version": "2.3"}}, receive, send)
+        assert components.generator.unfinished_requests() == 0 and components.generator.aborted  # type: ignore[attr-defined]
+        assert app.state.admission.in_flight == 0
+        assert b"ripple_cancelled_total 1.0" in app.state.metrics.render()
