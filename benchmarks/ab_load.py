@@ -8,7 +8,9 @@ VLLM_CPU_NUM_OF_RESERVED_CPU). With `--both-orders` everything runs twice, the s
 reverse order the second time (the one started first ran slower on these machines; see
 benchmarks/start_order.py), and the figures are the mean of the two orders: output-token throughput
 B/A (geometric mean), TTFT p50 and TPOT p50 of B minus A.
-Run: `python -m benchmarks.ab_load --versus VLLM_CPU_NUM_OF_RESERVED_CPU=0 --concurrency 1,8 --both-orders`.
+Run: `python -m benchmarks.ab_load --versus RIPPLE_ENGINE_CPU_RESERVED_CORES=1 --concurrency 1,8 --both-orders`
+(on 2 cores: vLLM's own reservation of one core, B, against Ripple's default of none, A). B must
+differ from A: a change A already has compares a configuration with itself.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.compare import QUESTIONS
-from benchmarks.harness import RIPPLE, machine, parse_versus, ripple_servers
+from benchmarks.harness import RIPPLE, chat_model, machine, parse_versus, ripple_servers
 from benchmarks.load import Load, as_messages, run_load
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -146,7 +148,7 @@ def main() -> None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         report = {
             "machine": machine(),
-            "model": "SmolLM2-135M-Instruct (packaged)",
+            "model": chat_model(),
             "versus": change,
             "load": {k: getattr(args, k) for k in ("concurrency", "requests", "rounds", "max_tokens", "rails")},
             "runs": runs,

@@ -37,6 +37,7 @@ import httpx
 from benchmarks.harness import (
     RIPPLE,
     Served,
+    chat_model,
     histogram_mean,
     histogram_sums,
     machine,
@@ -162,7 +163,7 @@ def main() -> None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         report = {
             "machine": machine(),
-            "model": "SmolLM2-135M-Instruct (packaged)",
+            "model": chat_model(),
             "question": QUESTION,
             "load": {"n": args.n, "max_tokens": args.max_tokens, "concurrency": 1, "pause_s": PAUSE_S},
             "versus": versus,

@@ -179,3 +179,12 @@ def parse_versus(items: list[str]) -> dict[str, str]:
             raise ValueError(f"--versus {key}: no such Ripple setting (see runtime/settings.py)")
         out[key] = value
     return out
+
+
+def chat_model() -> str:
+    """The chat model `ripple serve` runs with this environment's settings: a folder or a hub id."""
+    from runtime.models import resolve_chat_model
+    from runtime.settings import Settings
+
+    settings = Settings()
+    return resolve_chat_model(settings.model, settings.cache_dir)
