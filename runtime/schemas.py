@@ -4,13 +4,13 @@ Requests accept what the OpenAI spec and vLLM's OpenAI server accept for text ch
 vLLM's sampling extras (`ignore_eos`, `top_k`, `min_tokens`, `repetition_penalty`) so that
 `vllm bench serve --backend openai-chat` runs unmodified. Anything else is refused with a 400 that
 names the fields, rather than silently ignored. Tools, images, audio and n > 1 are not supported.
-An explicit null is "not given", as in OpenAI's API, so that a message read back from a response
+An explicit null is "not given" (`RequestModel`), as in OpenAI's API, so that a message read back from a response
 (`refusal: null`, `tool_calls: null`...) and clients that send every parameter pass.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -31,33 +31,49 @@ _IGNORED = {
 _HARMLESS = {"logprobs": False, "response_format": {"type": "text"}}
 
 
-def _drop_nulls(value: Any, keep: set[str]) -> Any:
-    """An object without its explicit nulls outside `keep`: OpenAI reads a null as "not given", and
-    clients send them (a message read back from a response carries `refusal: null`, `tool_calls: null`...)."""
+def _without_nulls(value: Any) -> Any:
+    """`value` with the null entries of its objects dropped, at every depth."""
     if isinstance(value, dict):
-        return {k: v for k, v in value.items() if v is not None or k in keep}
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
     return value
 
 
-class TextPart(BaseModel):
+class RequestModel(BaseModel):
+    """A request object: unknown fields refused, and an explicit null read as "not given", as OpenAI
+    reads it (clients send nulls; a message read back from a response carries `refusal: null`,
+    `tool_calls: null`...). Fields in `keep_nulls` keep theirs, so that a null there is refused."""
+
     model_config = ConfigDict(extra="forbid")
+    keep_nulls: ClassVar[frozenset[str]] = frozenset()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nulls(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: v for k, v in value.items() if v is not None or k in cls.keep_nulls}
+        return value
+
+
+class TextPart(RequestModel):
     type: Literal["text"]
     text: str
 
 
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ChatMessage(RequestModel):
+    keep_nulls = frozenset({"content"})
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[TextPart]
     name: str | None = None
 
     @model_validator(mode="before")
     @classmethod
-    def _nulls(cls, value: Any) -> Any:
+    def _empty_assistant_turn(cls, value: Any) -> Any:
         # An assistant turn read back from a streamed empty answer has no content: it said nothing.
         if isinstance(value, dict) and value.get("role") == "assistant" and value.get("content", "") is None:
             value = {**value, "content": ""}
-        return _drop_nulls(value, {"content"})
+        return value
 
     def text(self) -> str:
         if isinstance(self.content, str):
@@ -65,8 +81,7 @@ class ChatMessage(BaseModel):
         return "".join(part.text for part in self.content)
 
 
-class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class StreamOptions(RequestModel):
     include_usage: bool = False
     continuous_usage_stats: bool = False
     # OpenAI pads chunks with random text against length side channels when this is on; Ripple does
@@ -77,10 +92,9 @@ class StreamOptions(BaseModel):
 FilterValue = str | int | bool | list[str] | list[int]
 
 
-class RetrievalOptions(BaseModel):
+class RetrievalOptions(RequestModel):
     """Ripple's extension: how to retrieve for this request (all optional)."""
 
-    model_config = ConfigDict(extra="forbid")
     mode: Literal["dense", "sparse", "hybrid"] | None = None
     filter: dict[str, FilterValue] | None = Field(
         None, description='Payload key -> value, or list of accepted values; e.g. {"tenant": "acme"}.'
@@ -88,8 +102,10 @@ class RetrievalOptions(BaseModel):
     top_k: int | None = Field(None, ge=1, le=50)
 
 
-class ChatCompletionRequest(BaseModel):
+class ChatCompletionRequest(RequestModel):
+    # Unknown fields are let in here only to be refused in one message, or ignored (`_IGNORED`).
     model_config = ConfigDict(extra="allow")
+    keep_nulls = frozenset({"messages"})
 
     model: str | None = None
     messages: list[ChatMessage] = Field(min_length=1)
@@ -114,10 +130,10 @@ class ChatCompletionRequest(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _nulls(cls, value: Any) -> Any:
+    def _harmless(cls, value: Any) -> Any:
         if isinstance(value, dict):
-            value = {k: v for k, v in value.items() if k not in _HARMLESS or v != _HARMLESS[k]}
-        return _drop_nulls(value, {"messages"})
+            return {k: v for k, v in value.items() if k not in _HARMLESS or _without_nulls(v) != _HARMLESS[k]}
+        return value
 
     @field_validator("stop")
     @classmethod
@@ -165,8 +181,7 @@ class Usage(BaseModel):
     total_tokens: int
 
 
-class RetrieveRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class RetrieveRequest(RequestModel):
     query: str = Field(min_length=1)
     top_k: int | None = Field(None, ge=1, le=100)
     mode: Literal["dense", "sparse", "hybrid"] | None = None

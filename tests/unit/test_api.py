@@ -428,6 +428,15 @@ def test_what_the_openai_client_sends_back_or_sets_to_off_is_accepted(client: Te
     }
     r = client.post("/v1/chat/completions", json=body)
     assert r.status_code == 200, r.text
+    # Nulls inside nested objects too, and a harmless value spelled with a null beside it.
+    nested = {
+        "messages": [QUESTION],
+        "stream_options": {"include_usage": None},
+        "response_format": {"type": "text", "json_schema": None},
+        "retrieval": {"mode": None, "top_k": None},
+    }
+    r = client.post("/v1/chat/completions", json=nested)
+    assert r.status_code == 200, r.text
     stream = {"messages": [QUESTION], "stream": True, "stream_options": {"include_obfuscation": False}}
     with client.stream("POST", "/v1/chat/completions", json=stream) as s:
         assert s.status_code == 200 and parse_events(s.iter_lines())[1]
