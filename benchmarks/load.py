@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import io
 import json
@@ -196,16 +197,25 @@ QUESTION_FIELDS = ("question", "text", "prompt", "query", "instruction", "input"
 (OpenAI or ShareGPT turns), whose first user turn is taken."""
 
 
+def _text(value: object) -> str:
+    """A string, or the text of OpenAI content parts (`[{"type": "text", "text": ...}]`); else ""."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return "".join(str(p.get("text", "")) for p in value if isinstance(p, dict))
+    return ""
+
+
 def _question(row: object, where: str) -> str:
     if isinstance(row, str):
         return row
     if isinstance(row, dict):
         for name in QUESTION_FIELDS:
-            if isinstance(row.get(name), str) and row[name].strip():
-                return str(row[name])
+            if _text(row.get(name)).strip():
+                return _text(row[name])
         for turn in row.get("messages") or row.get("conversations") or []:
             if isinstance(turn, dict) and (turn.get("role") or turn.get("from")) in ("user", "human"):
-                return str(turn.get("content") or turn.get("value") or "")
+                return _text(turn.get("content") or turn.get("value"))
     raise SystemExit(
         f"{where}: no prompt found; a row needs one of the fields {', '.join(QUESTION_FIELDS)}, "
         "or messages/conversations with a user turn"
@@ -215,7 +225,7 @@ def _question(row: object, where: str) -> str:
 def load_questions(path: Path) -> list[str]:
     """Prompts from JSONL, a JSON array (ShareGPT-style files included), CSV with a header row, or a
     plain file with one question per line. See `QUESTION_FIELDS` for where a row's prompt may be."""
-    text = path.read_text()
+    text = path.read_text(encoding="utf-8-sig")  # files saved by spreadsheet programs start with a BOM
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines:
         raise SystemExit(f"{path}: no prompts in it")
@@ -226,13 +236,25 @@ def load_questions(path: Path) -> list[str]:
             for i, row in enumerate(rows)
         ]
     if path.suffix == ".json" or lines[0].startswith("["):
-        rows = json.loads(text)
-        if not isinstance(rows, list):
+        parsed: object
+        try:
+            parsed = json.loads(text)
+        except json.JSONDecodeError:
+            parsed = None  # JSONL saved as .json, or plain prompts that start with "[" ("[INST] ...")
+        if isinstance(parsed, list):
+            return [_question(row, f"{path}[{i}]") for i, row in enumerate(parsed)]
+        if parsed is not None:
             raise SystemExit(f"{path}: a JSON dataset must be an array of rows")
-        return [_question(row, f"{path}[{i}]") for i, row in enumerate(rows)]
-    if path.suffix == ".jsonl" or lines[0].startswith("{"):
-        return [_question(json.loads(line), f"{path}:{i + 1}") for i, line in enumerate(lines)]
+    if path.suffix in (".jsonl", ".json") or lines[0].startswith("{"):
+        return [_question(_json_line(line, f"{path}:{i + 1}"), f"{path}:{i + 1}") for i, line in enumerate(lines)]
     return lines
+
+
+def _json_line(line: str, where: str) -> object:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"{where}: not a JSON object ({exc.msg}); JSONL takes one object per line") from None
 
 
 def random_prompts(n: int, tokens: int, seed: int) -> list[str]:
@@ -260,6 +282,10 @@ async def first_model(client: httpx.AsyncClient, base_url: str) -> str:
         ) from None
 
 
+DRAIN_S = 0.5
+"""How long a request may wait for its connection to close after [DONE]; not counted in its latency."""
+
+
 async def send(
     client: httpx.AsyncClient, base_url: str, body: dict[str, Any], timeout: float, prompt_index: int = 0
 ) -> RequestRecord:
@@ -271,9 +297,19 @@ async def send(
                 if response.status_code != 200:
                     record.error = (await response.aread()).decode(errors="replace")[:500]
                 else:
-                    async for line in response.aiter_lines():
+                    lines = response.aiter_lines()
+                    async for line in lines:
                         record.feed(line, time.perf_counter())
-                        if record.status == "stream_error" or record.done:
+                        if record.status == "stream_error":
+                            break
+                        if record.done:
+                            record.end = time.perf_counter()
+                            # Read what follows [DONE] (normally nothing), so the connection goes back
+                            # to the pool; a server or proxy that holds it open is not waited for.
+                            with contextlib.suppress(TimeoutError):
+                                async with asyncio.timeout(DRAIN_S):
+                                    async for _ in lines:
+                                        pass
                             break
                     if record.ok and not record.done:
                         record.status, record.error = "stream_error", "the stream ended without data: [DONE]"
@@ -286,7 +322,7 @@ async def send(
         record.status, record.error = "connection_error", repr(exc)
     except (json.JSONDecodeError, AttributeError, TypeError) as exc:
         record.status, record.error = "stream_error", f"a chunk is not chat.completion.chunk JSON: {exc!r}"
-    record.end = time.perf_counter()
+    record.end = record.end or time.perf_counter()
     return record
 
 

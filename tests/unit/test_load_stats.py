@@ -195,6 +195,22 @@ def test_questions_from_the_common_dataset_formats(tmp_path: Path) -> None:
     table = tmp_path / "q.csv"
     table.write_text('Question,category\n"D, with a comma?",x\nE?,y\n')
     assert load_questions(table) == ["D, with a comma?", "E?"]
+    excel = tmp_path / "excel.csv"
+    excel.write_bytes("\ufeffprompt\nG?\n".encode())
+    assert load_questions(excel) == ["G?"]
+    parts = tmp_path / "parts.jsonl"
+    parts.write_text(json.dumps({"messages": [{"role": "user", "content": [{"type": "text", "text": "H?"}]}]}) + "\n")
+    assert load_questions(parts) == ["H?"]
+    llama = tmp_path / "llama.txt"
+    llama.write_text("[INST] I? [/INST]\nJ?\n")
+    assert load_questions(llama) == ["[INST] I? [/INST]", "J?"]
+    jsonl_as_json = tmp_path / "rows.json"
+    jsonl_as_json.write_text('{"text": "K?"}\n{"text": "L?"}\n')
+    assert load_questions(jsonl_as_json) == ["K?", "L?"]
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"text": "M?"}\n{"text": \n')
+    with pytest.raises(SystemExit, match="broken.jsonl:2: not a JSON object"):
+        load_questions(broken)
     unknown = tmp_path / "bad.jsonl"
     unknown.write_text('{"body": "F?"}\n')
     with pytest.raises(SystemExit, match="bad.jsonl:1: no prompt found"):
@@ -339,7 +355,7 @@ async def test_a_request_past_its_deadline_is_a_timeout() -> None:
     assert report["status_counts"] == {"timeout": 1}
 
 
-def test_old_vllm_errors_aborts_and_missing_finish_reasons_are_not_successes() -> None:
+def test_an_old_vllm_error_object_in_the_stream_is_a_stream_error() -> None:
     old = fed([(chunk({"content": "a"}), 0.1), ('data: {"object": "error", "message": "engine died"}', 0.2)])
     assert old.status == "stream_error" and old.error == "engine died"
 
