@@ -29,7 +29,8 @@ from typing import Any
 
 from benchmarks.compare import QUESTIONS
 from benchmarks.harness import RIPPLE, chat_model, machine, parse_versus, ripple_servers
-from benchmarks.load import Load, as_messages, run_load
+from benchmarks.load import Load, run_load
+from benchmarks.prompts import as_messages
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

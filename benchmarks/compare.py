@@ -62,7 +62,8 @@ from benchmarks.harness import (
     ripple_servers,
     served_process,
 )
-from benchmarks.load import Load, Message, as_messages, fmt, load_questions, run_load
+from benchmarks.load import Load, fmt, run_load
+from benchmarks.prompts import Message, as_messages, load_questions
 from indexer.types import Passage
 from runtime.models import resolve_chat_model
 from runtime.prompt import assemble

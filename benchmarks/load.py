@@ -14,7 +14,8 @@ counts as output, as in vLLM's own benchmark, so TTFT and TPOT cover the same to
 counts as a success only if it ends with a finish reason other than `abort`/`error` and `[DONE]`.
 Warm-up requests use prompts of their own, and each load level starts further into a dataset, so a
 measured request does not meet a prefix cache warmed by an earlier one unless the dataset is too
-small (the tool then says so). The statistics are pure functions below.
+small (the tool then says so). Prompts come from `benchmarks/prompts.py`; the statistics are pure
+functions below.
 Left out: retries (a 429 is counted, not retried), non-streamed requests, multi-choice (`n` > 1).
 """
 
@@ -23,8 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import csv
-import io
 import json
 import math
 import os
@@ -39,15 +38,7 @@ from typing import Any
 import httpx
 
 from benchmarks.harness import machine
-
-Message = dict[str, str]
-WORDS = (
-    "time year people way day man thing woman life child world school state family student group country "
-    "problem hand part place case week company system program question work government number night point "
-    "home water room mother area money story fact month lot right study book eye job word business issue "
-    "side kind head house service friend father power hour game line end member law car city community name"
-).split()
-
+from benchmarks.prompts import Message, as_messages, load_questions, random_prompts
 
 # --- one request, as seen on the wire ----------------------------------------------------------------
 
@@ -187,84 +178,6 @@ def poisson_arrivals(n: int, rate: float, seed: int) -> list[float]:
         out.append(t)
         t += rng.expovariate(rate)
     return out
-
-
-# --- prompts -----------------------------------------------------------------------------------------------
-
-
-QUESTION_FIELDS = ("question", "text", "prompt", "query", "instruction", "input", "content")
-"""Fields a dataset row may hold its prompt in, the first present wins; or `messages`/`conversations`
-(OpenAI or ShareGPT turns), whose first user turn is taken."""
-
-
-def _text(value: object) -> str:
-    """A string, or the text of OpenAI content parts (`[{"type": "text", "text": ...}]`); else ""."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        return "".join(str(p.get("text", "")) for p in value if isinstance(p, dict))
-    return ""
-
-
-def _question(row: object, where: str) -> str:
-    if isinstance(row, str):
-        return row
-    if isinstance(row, dict):
-        for name in QUESTION_FIELDS:
-            if _text(row.get(name)).strip():
-                return _text(row[name])
-        for turn in row.get("messages") or row.get("conversations") or []:
-            if isinstance(turn, dict) and (turn.get("role") or turn.get("from")) in ("user", "human"):
-                return _text(turn.get("content") or turn.get("value"))
-    raise SystemExit(
-        f"{where}: no prompt found; a row needs one of the fields {', '.join(QUESTION_FIELDS)}, "
-        "or messages/conversations with a user turn"
-    )
-
-
-def load_questions(path: Path) -> list[str]:
-    """Prompts from JSONL, a JSON array (ShareGPT-style files included), CSV with a header row, or a
-    plain file with one question per line. See `QUESTION_FIELDS` for where a row's prompt may be."""
-    text = path.read_text(encoding="utf-8-sig")  # files saved by spreadsheet programs start with a BOM
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if not lines:
-        raise SystemExit(f"{path}: no prompts in it")
-    if path.suffix == ".csv":
-        rows = list(csv.DictReader(io.StringIO(text)))
-        return [
-            _question({k.strip().lower(): v for k, v in row.items() if k}, f"{path}:{i + 2}")
-            for i, row in enumerate(rows)
-        ]
-    if path.suffix == ".json" or lines[0].startswith("["):
-        parsed: object
-        try:
-            parsed = json.loads(text)
-        except json.JSONDecodeError:
-            parsed = None  # JSONL saved as .json, or plain prompts that start with "[" ("[INST] ...")
-        if isinstance(parsed, list):
-            return [_question(row, f"{path}[{i}]") for i, row in enumerate(parsed)]
-        if parsed is not None:
-            raise SystemExit(f"{path}: a JSON dataset must be an array of rows")
-    if path.suffix in (".jsonl", ".json") or lines[0].startswith("{"):
-        return [_question(_json_line(line, f"{path}:{i + 1}"), f"{path}:{i + 1}") for i, line in enumerate(lines)]
-    return lines
-
-
-def _json_line(line: str, where: str) -> object:
-    try:
-        return json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise SystemExit(f"{where}: not a JSON object ({exc.msg}); JSONL takes one object per line") from None
-
-
-def random_prompts(n: int, tokens: int, seed: int) -> list[str]:
-    """n distinct prompts of about `tokens` tokens (one common English word is about one token)."""
-    rng = random.Random(seed)
-    return [" ".join(rng.choice(WORDS) for _ in range(tokens)) for _ in range(n)]
-
-
-def as_messages(questions: Sequence[str]) -> list[list[Message]]:
-    return [[{"role": "user", "content": q}] for q in questions]
 
 
 # --- the client ----------------------------------------------------------------------------------------

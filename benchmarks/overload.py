@@ -35,7 +35,8 @@ import psutil
 
 from benchmarks.compare import DOCS, QUESTIONS
 from benchmarks.harness import RIPPLE, machine, ripple_server
-from benchmarks.load import Load, as_messages, fmt, run_load
+from benchmarks.load import Load, fmt, run_load
+from benchmarks.prompts import as_messages
 
 
 class MemorySampler:

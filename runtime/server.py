@@ -19,6 +19,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import time
 from types import FrameType
 from typing import NoReturn
@@ -95,6 +96,9 @@ def exit_during_start_up(sig: int) -> NoReturn:
             child.kill()
     psutil.wait_procs(alive, timeout=1)
     logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
     os._exit(0)
 
 

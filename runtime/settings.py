@@ -193,7 +193,9 @@ class Settings(BaseSettings):
         throughput of vLLM's default with the rails' work on the same cores (benchmarks/ab_load.py)."""
         if self.engine_cpu_reserved_cores is not None:
             return self.engine_cpu_reserved_cores
-        return 0 if len(os.sched_getaffinity(0)) <= 2 else None
+        # The cores this process may run on (a container's cpuset); platforms without affinity: all.
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return 0 if cores <= 2 else None
 
     @classmethod
     def settings_customise_sources(

@@ -327,7 +327,7 @@ def test_sigterm_drains_open_streams_refuses_new_requests_and_exits_0(
     assert "drained" in log.read_text()
 
 
-def test_sigterm_during_start_up_stops_the_engine_processes_and_exits_0(server: Server, tmp_path: Path) -> None:
+def test_sigterm_during_start_up_stops_the_engine_processes_and_exits_0(tmp_path: Path) -> None:
     # A second server with an engine of its own, stopped while that engine starts: with nothing to
     # drain it must not finish starting (tens of seconds) only to shut down, nor leave processes behind.
     env = ripple_env(tmp_path / "qdrant")
@@ -384,7 +384,8 @@ def test_engine_death_fails_open_streams_in_words_and_turns_ready_503(server: Se
 
 
 def test_the_load_tool_measures_the_real_server(server: Server) -> None:
-    from benchmarks.load import Load, as_messages, run_load
+    from benchmarks.load import Load, run_load
+    from benchmarks.prompts import as_messages
 
     prompts = as_messages([QUESTION, "What does the gardening guide say about pests?"])
     closed = asyncio.run(

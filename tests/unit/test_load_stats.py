@@ -1,4 +1,4 @@
-"""The load tool's statistics, its SSE chunk handling, and its client against an in-process fake server."""
+"""The load tool's statistics, its SSE chunk handling, its prompts, and its client against an in-process fake server."""
 
 from __future__ import annotations
 
@@ -20,17 +20,16 @@ from benchmarks.load import (
     RequestRecord,
     aggregate,
     itls,
-    load_questions,
     parse_loads,
     percentile,
     poisson_arrivals,
-    random_prompts,
     run_load,
     status_counts,
     summarize_ms,
     tpot,
     ttft,
 )
+from benchmarks.prompts import load_questions, random_prompts
 
 
 def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
