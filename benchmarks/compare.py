@@ -54,6 +54,7 @@ import httpx
 from benchmarks.harness import (
     RIPPLE,
     Served,
+    cpu_seconds,
     free_port,
     histogram_count,
     histogram_mean,
@@ -135,11 +136,13 @@ def ms(seconds: float | None) -> float | None:
 
 
 def run_loads(
-    base_url: str, prompts: list[list[Message]], args: argparse.Namespace, ripple: bool
+    served: Served, prompts: list[list[Message]], args: argparse.Namespace, ripple: bool
 ) -> list[dict[str, Any]]:
+    base_url = served.base_url
     reports = []
     for c in args.concurrency:
         before = histogram_sums(base_url) if ripple else {}
+        cpu_before = cpu_seconds(served.pid)
         report = asyncio.run(
             run_load(
                 base_url,
@@ -152,6 +155,14 @@ def run_loads(
                 extra_body={"temperature": 0.0, "ignore_eos": True},
             )
         )
+        # CPU per answered request (warm-up included in both), the API process apart from the engine's:
+        # Ripple's own work beyond raw vLLM's shows in the first.
+        api, engine = (b - a for a, b in zip(cpu_before, cpu_seconds(served.pid), strict=True))
+        answered = report["status_counts"].get("200", 0) + args.warmup
+        report["cpu_ms_per_request"] = {
+            "api_process": ms(api / answered) if answered else None,
+            "engine_processes": ms(engine / answered) if answered else None,
+        }
         if ripple:
             after = histogram_sums(base_url)
             report["retrieval_mean_ms"] = ms(histogram_mean("ripple_retrieval_seconds", before, after))
@@ -218,6 +229,13 @@ def print_table(rows: list[dict[str, Any]], ripple: list[dict[str, Any]], raw: l
             f"{fmt(row['ripple_prompt_tokens_mean'])}/{fmt(row['raw_prompt_tokens_mean'])}",
         ]
         print(" ".join(f"{c:>13}" for c in cells), f" {a['status_counts']} / {b['status_counts']}")
+        cpu = [
+            f"{name} {fmt(r['cpu_ms_per_request'].get('api_process'), 1)} / "
+            f"{fmt(r['cpu_ms_per_request'].get('engine_processes'), 1)}"
+            for name, r in (("ripple", a), ("raw", b))
+            if "cpu_ms_per_request" in r
+        ]
+        print(f"{'':>13} CPU ms per request, API process / engine processes: {', '.join(cpu)}")
         if any(a.get("rails_mean_ms", {}).values()):
             rails = ", ".join(f"{k} {fmt(v, 1)}" for k, v in a["rails_mean_ms"].items())
             print(f"{'':>13} rails' mean ms per check: {rails}; output checks per request "
@@ -371,7 +389,7 @@ def run_order(
             rounds.append(
                 {
                     name: run_loads(
-                        up[name].base_url,
+                        up[name],
                         prompts if name == "raw" else as_messages(questions),
                         args,
                         ripple=name != "raw",

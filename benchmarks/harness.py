@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 
 RIPPLE = str(Path(sys.executable).parent / "ripple")
 
@@ -104,6 +105,21 @@ def ripple_servers(envs: dict[str, dict[str, str]], index: Path, logs: Path) -> 
             log = logs / f"ripple-{name}.log"
             up[name] = stack.enter_context(ripple_server({**env, "RIPPLE_QDRANT_PATH": str(folder)}, log))
         yield up
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU seconds (user + system) used so far by the process `pid` itself and by its live descendants
+    (for a server with an in-process vLLM engine: the API process, then the engine core and worker)."""
+
+    def used(proc: psutil.Process) -> float:
+        try:
+            times = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            return 0.0
+        return float(times.user + times.system)
+
+    proc = psutil.Process(pid)
+    return used(proc), sum(used(child) for child in proc.children(recursive=True))
 
 
 @dataclass

@@ -1,20 +1,26 @@
-"""An int8 ONNX Runtime `Embedder`: a sentence-transformers folder exported once, quantised, run on CPU.
+"""ONNX Runtime `Embedder`s: a sentence-transformers folder exported once, in fp32 or int8, run on CPU.
 
-`export_int8` turns a local sentence-transformers folder (Transformer + mean Pooling [+ Normalize], such
-as the packaged all-MiniLM-L6-v2) into one ONNX graph that ends in the pooled, L2-normalised vector, then
-quantises it dynamically to int8 with ONNX Runtime. It writes the model, a tokenizer.json with the
+`export_onnx` turns a local sentence-transformers folder (Transformer + mean Pooling [+ Normalize], such
+as the packaged all-MiniLM-L6-v2) into one ONNX graph that ends in the pooled, L2-normalised vector,
+and for int8 quantises it dynamically with ONNX Runtime. It writes the model, a tokenizer.json with the
 model's truncation and padding baked in, and a manifest into a temp folder and renames it into place,
 so a folder with a manifest is always complete; a second call returns at once. `OnnxEmbedder` runs that
 folder with onnxruntime, `tokenizers` and numpy only: no torch at serving time.
+
+fp32 computes what PyTorch computes (cosine 1.0 to 5 decimals, `tests/integration/test_onnx_embedder.py`),
+so its `model_id` is the model's own and it shares collections with the PyTorch backend. It is the
+default on CPU (`RIPPLE_EMBED_BACKEND=auto`): one query took 3.7 ms of CPU on one core here, against
+12.7 ms for PyTorch's forward pass, and a server's query embedding competes with the engine for the
+same cores.
 
 The int8 config follows Optimum's `AutoQuantizationConfig` presets for dynamic quantisation (per-channel,
 symmetric weights, asymmetric uint8 activations), chosen for the CPU found:
 - "avx512_vnni" (CPUs with AVX512-VNNI or AVX-VNNI) and "arm64": int8 weights (u8 x s8 on VNNI);
 - "avx2" (AVX2 or AVX-512 without VNNI, and anything unknown): uint8 weights, because u8 x s8 without
   VNNI sums pairs in int16 and can saturate.
-The config is part of `model_id`: vectors from two configs, or from this and the PyTorch backend, must
-never share a collection. Dynamic quantisation picks each activation scale per batch, so a text's vector
-moves slightly with its batch neighbours (cosine about 0.995 between alone and in a batch); each stays
+The config is part of `model_id`: vectors from two configs, or from int8 and fp32, must never share a
+collection. Dynamic quantisation picks each activation scale per batch, so a text's vector moves
+slightly with its batch neighbours (cosine about 0.995 between alone and in a batch); each stays
 within int8 noise of the fp32 vector (cosine > 0.98, typically 0.995).
 
 Deliberately left out: sentence-transformers' own ONNX backend and Optimum (`optimum-onnx` 0.1 pins
@@ -38,7 +44,9 @@ from typing import Any, Literal, get_args
 logger = logging.getLogger(__name__)
 
 Quantization = Literal["avx512_vnni", "avx2", "arm64"]
+Precision = Literal["fp32", "int8"]
 MODEL_FILE = "model_int8.onnx"
+FP32_FILE = "model_fp32.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 MANIFEST_FILE = "ripple-onnx.json"
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -58,19 +66,30 @@ def detect_quantization() -> Quantization:
 
 
 def export_int8(model_dir: Path, out_dir: Path, *, quantization: Quantization | None = None) -> Path:
-    """Export `model_dir` to an int8 ONNX folder at `out_dir` (once) and return `out_dir`.
+    """Export `model_dir` to an int8 ONNX folder at `out_dir` (once) and return `out_dir`."""
+    return export_onnx(model_dir, out_dir, precision="int8", quantization=quantization)
 
-    An existing complete export is returned as it is; one made with another config than the one asked
-    for is refused rather than silently used, since its vectors differ.
+
+def export_onnx(
+    model_dir: Path, out_dir: Path, *, precision: Precision = "int8", quantization: Quantization | None = None
+) -> Path:
+    """Export `model_dir` to an ONNX folder at `out_dir` (once) and return `out_dir`; int8 uses
+    `quantization` (default: the config for this CPU), fp32 none.
+
+    An existing complete export is returned as it is; one made with another precision or config than
+    the one asked for is refused rather than silently used, since its vectors differ.
     """
     model_dir, out_dir = Path(model_dir), Path(out_dir)
-    if quantization is not None and quantization not in get_args(Quantization):
-        raise ValueError(f"quantization must be one of {get_args(Quantization)}, not {quantization!r}")
+    if precision not in get_args(Precision):
+        raise ValueError(f"precision must be one of {get_args(Precision)}, not {precision!r}")
+    if quantization is not None and (precision != "int8" or quantization not in get_args(Quantization)):
+        raise ValueError(f"quantization must be one of {get_args(Quantization)}, with int8 only; not {quantization!r}")
+    wanted: str | None = quantization if precision == "int8" else "fp32"
     if (out_dir / MANIFEST_FILE).is_file():
-        return _check_existing(out_dir, quantization)
+        return _check_existing(out_dir, precision, wanted)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise FileExistsError(f"{out_dir} exists but holds no complete export ({MANIFEST_FILE} missing): remove it")
-    quant = quantization or detect_quantization()
+    quant = (quantization or detect_quantization()) if precision == "int8" else None
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
@@ -87,14 +106,20 @@ def export_int8(model_dir: Path, out_dir: Path, *, quantization: Quantization | 
             logger.info("another process exported %s first; using its export", out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return _check_existing(out_dir, quantization)
+    return _check_existing(out_dir, precision, wanted)
 
 
-def _check_existing(out_dir: Path, quantization: Quantization | None) -> Path:
+def _check_existing(out_dir: Path, precision: Precision, wanted: str | None) -> Path:
+    """`out_dir`, when its export is of `precision` and (unless None) of the config `wanted` ("fp32" for fp32)."""
     found = _manifest(out_dir)["quantization"]
-    if quantization is not None and found != quantization:
+    if (found == "fp32") != (precision == "fp32"):
         raise ValueError(
-            f"{out_dir} holds an int8 export made with the {found!r} config, not {quantization!r}: "
+            f"{out_dir} holds an ONNX export in {'fp32' if found == 'fp32' else 'int8'}, not {precision}: "
+            "remove the folder to re-export, or use another export folder"
+        )
+    if wanted is not None and found != wanted:
+        raise ValueError(
+            f"{out_dir} holds an int8 export made with the {found!r} config, not {wanted!r}: "
             f"remove the folder to re-export, or pass quantization={found!r}"
         )
     return out_dir
@@ -105,8 +130,9 @@ def _manifest(out_dir: Path) -> dict[str, Any]:
     return data
 
 
-def _export(model_dir: Path, tmp: Path, quant: Quantization) -> dict[str, Any]:
-    """Trace model + mean pooling + normalisation to fp32 ONNX, quantise it, keep only the int8 file."""
+def _export(model_dir: Path, tmp: Path, quant: Quantization | None) -> dict[str, Any]:
+    """Trace model + mean pooling + normalisation to fp32 ONNX; with a `quant` config, quantise it and keep
+    only the int8 file."""
     import onnxruntime
     import torch
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -141,7 +167,7 @@ def _export(model_dir: Path, tmp: Path, quant: Quantization) -> dict[str, Any]:
     sample = tokenizer.encode_batch(["a short sample", "a somewhat longer sample sentence to pad against"])
     args = tuple(torch.tensor([getattr(e, _field(name)) for e in sample], dtype=torch.long) for name in _INPUTS)
     axes = {name: {0: "batch", 1: "sequence"} for name in _INPUTS} | {"sentence_embedding": {0: "batch"}}
-    fp32 = tmp / "model_fp32.onnx"
+    fp32 = tmp / FP32_FILE
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer and deprecation chatter from the TorchScript exporter
         torch.onnx.export(
@@ -154,6 +180,16 @@ def _export(model_dir: Path, tmp: Path, quant: Quantization) -> dict[str, Any]:
             output_names=["sentence_embedding"],
             dynamic_axes=axes,
         )
+    common = {
+        "source": str(model_dir),
+        "max_seq_length": max_len,
+        "dimension": dimension,
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
+    if quant is None:
+        logger.info("exported %s to fp32 ONNX", model_dir)
+        return {"quantization": "fp32", **common}
     weight_type = QuantType.QUInt8 if quant == "avx2" else QuantType.QInt8
     quantize_dynamic(
         str(fp32),
@@ -165,20 +201,20 @@ def _export(model_dir: Path, tmp: Path, quant: Quantization) -> dict[str, Any]:
     )
     fp32.unlink()
     logger.info("exported %s to int8 ONNX (%s config)", model_dir, quant)
-    return {
-        "source": str(model_dir),
-        "quantization": quant,
-        "weight_type": weight_type.name,
-        "per_channel": True,
-        "max_seq_length": max_len,
-        "dimension": dimension,
-        "torch": torch.__version__,
-        "onnxruntime": onnxruntime.__version__,
-    }
+    return {"quantization": quant, "weight_type": weight_type.name, "per_channel": True, **common}
 
 
 def _field(name: str) -> str:
     return {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}[name]
+
+
+def exportable(model_dir: Path) -> bool:
+    """Whether `model_dir` is a local folder `export_onnx` can export (see `_check_layout`)."""
+    try:
+        _check_layout(Path(model_dir))
+    except (OSError, ValueError, KeyError, IndexError):
+        return False
+    return (Path(model_dir) / TOKENIZER_FILE).is_file()
 
 
 def _check_layout(model_dir: Path) -> tuple[int, int]:
@@ -199,7 +235,8 @@ def _check_layout(model_dir: Path) -> tuple[int, int]:
 
 
 class OnnxEmbedder:
-    """`Embedder` over an int8 export of `model` kept in `export_dir` (made by `start()` if missing)."""
+    """`Embedder` over an export of `model` kept in `export_dir` (made by `start()` if missing): int8 by
+    default, or fp32 (`precision="fp32"`), whose vectors are PyTorch's."""
 
     def __init__(
         self,
@@ -207,9 +244,13 @@ class OnnxEmbedder:
         export_dir: str | Path,
         *,
         name: str | None = None,
+        precision: Precision = "int8",
         quantization: Quantization | None = None,
         batch_size: int = 64,
     ) -> None:
+        if precision not in get_args(Precision):
+            raise ValueError(f"precision must be one of {get_args(Precision)}, not {precision!r}")
+        self.precision = precision
         self._model_path = Path(model)
         self._export_dir = Path(export_dir)
         self._name = name or str(model)
@@ -226,7 +267,10 @@ class OnnxEmbedder:
 
     @property
     def model_id(self) -> str:
-        """Never the PyTorch id: int8 vectors differ from fp32 ones (and between int8 configs)."""
+        """fp32: the model's own id, as PyTorch's (same vectors). int8: never that id, since int8 vectors
+        differ from fp32 ones (and between int8 configs)."""
+        if self.precision == "fp32":
+            return self._name
         return f"{self._name}+onnx-int8-{self.quantization}"
 
     @property
@@ -243,7 +287,8 @@ class OnnxEmbedder:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
-        folder = export_int8(self._model_path, self._export_dir, quantization=self.quantization)
+        quantization = self.quantization if self.precision == "int8" else None
+        folder = export_onnx(self._model_path, self._export_dir, precision=self.precision, quantization=quantization)
         self._tokenizer = Tokenizer.from_file(str(folder / TOKENIZER_FILE))
         self._plain_tokenizer = Tokenizer.from_file(str(folder / TOKENIZER_FILE))
         self._plain_tokenizer.no_truncation()
@@ -252,7 +297,8 @@ class OnnxEmbedder:
         # Idle pool threads sleep instead of spinning, since the cores are shared with the engine and the
         # API; measured here it was no slower alone (49 against 48 abstracts/s).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self._session = ort.InferenceSession(str(folder / MODEL_FILE), options, providers=["CPUExecutionProvider"])
+        model_file = MODEL_FILE if self.precision == "int8" else FP32_FILE
+        self._session = ort.InferenceSession(str(folder / model_file), options, providers=["CPUExecutionProvider"])
         self._manifest = _manifest(folder)
 
     def token_offsets(self, text: str) -> list[tuple[int, int]]:
@@ -278,7 +324,7 @@ class OnnxEmbedder:
                 if name in wanted
             }
             out[idx] = self._session.run(None, feed)[0]
-        # The graph normalises already; renormalise so int8 rounding never leaves |v| off 1.
+        # The graph normalises already; renormalise so int8 rounding never leaves |v| off 1 (fp32: a no-op).
         out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         return [list(map(float, v)) for v in out]
 

@@ -169,7 +169,7 @@ def eval_retrieval(
     from indexer.evaluation import whole_documents as whole_documents_setup
     from indexer.pipeline import Indexer
     from indexer.retriever import QdrantRetriever
-    from runtime.components import build_embedder, build_store
+    from runtime.components import build_embedder, build_store, embed_backend
 
     if (dataset is None) == (squad is None):
         _fail("give exactly one of --dataset DIR or --squad FILE")
@@ -214,7 +214,7 @@ def eval_retrieval(
             "index": index,
             "modes": results,
             "embedding_model": settings.embed_model or "sentence-transformers/all-MiniLM-L6-v2",
-            "embed_backend": settings.embed_backend,
+            "embed_backend": embed_backend(settings),
             "rrf_k": settings.rrf_k,
             "dense_weight": settings.fusion_dense_weight,
             "whole_documents": whole_documents,
@@ -274,7 +274,9 @@ def eval_guards(
 
 @app.command()
 def prepare() -> None:
-    """Make the models ready offline: convert the packaged chat model once (cached) and find the embedder."""
+    """Make the models ready offline: convert the packaged chat model once (cached), find the embedder and
+    export it to ONNX once (cached) when its backend is an ONNX one."""
+    from runtime.components import build_embedder, describe_embedder
     from runtime.errors import ConfigError
     from runtime.models import packaged_embedder_path, resolve_chat_model
 
@@ -284,7 +286,14 @@ def prepare() -> None:
         embed = settings.embed_model or str(packaged_embedder_path())
     except ConfigError as exc:
         _fail(exc.message)
-    typer.echo(f"chat model: {chat}\nembedding model: {embed}\nvLLM dtype here: {settings.resolved_dtype()}")
+    try:
+        build_embedder(settings).start()
+    except (OSError, ValueError) as exc:  # an export folder of another kind, a model that cannot be exported
+        _fail(f"the embedding model could not be prepared: {exc}")
+    typer.echo(
+        f"chat model: {chat}\nembedding model: {describe_embedder(settings)} at {embed}\n"
+        f"vLLM dtype here: {settings.resolved_dtype()}"
+    )
 
 
 @app.command()

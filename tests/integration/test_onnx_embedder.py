@@ -1,6 +1,7 @@
-"""The int8 ONNX embedder against the PyTorch one it is exported from (the packaged all-MiniLM-L6-v2).
+"""The ONNX embedders (int8 and fp32) against the PyTorch one they are exported from (the packaged
+all-MiniLM-L6-v2).
 
-The export (about 10 s) happens once per test session, into a pytest temp folder. Skipped, with the
+Each export (about 10 s) happens once per test session, into a pytest temp folder. Skipped, with the
 reason shown, where the `onnx` extra (onnx, onnxruntime) or the packaged model is not installed.
 """
 
@@ -14,7 +15,15 @@ pytest.importorskip("onnxruntime", reason="the `onnx` extra is not installed (pi
 pytest.importorskip("onnx", reason="the `onnx` extra is not installed (pip install -e '.[onnx]')")
 
 from indexer.embedder import SentenceTransformerEmbedder  # noqa: E402
-from indexer.onnx_embedder import MODEL_FILE, OnnxEmbedder, Quantization, detect_quantization, export_int8  # noqa: E402
+from indexer.onnx_embedder import (  # noqa: E402
+    MODEL_FILE,
+    OnnxEmbedder,
+    Quantization,
+    detect_quantization,
+    export_int8,
+    export_onnx,
+    exportable,
+)
 
 SENTENCES = [
     "The Zorblax protocol keeps lunar clocks in step.",
@@ -102,3 +111,41 @@ def test_constructor_is_cheap_and_model_id_never_the_pytorch_one(tmp_path: Path)
     assert not (tmp_path / "export").exists()
     with pytest.raises(RuntimeError, match="start"):
         embedder.embed(["nothing loaded yet"])
+
+
+@pytest.fixture(scope="session")
+def fp32_export(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export_onnx(model_dir, tmp_path_factory.mktemp("onnx") / "minilm-fp32", precision="fp32")
+
+
+def test_fp32_gives_pytorchs_vectors_and_shares_its_model_id(
+    model_dir: Path, fp32_export: Path, pair: tuple[SentenceTransformerEmbedder, OnnxEmbedder]
+) -> None:
+    """What lets the fp32 backend serve a collection PyTorch built (and the reverse): the same vectors,
+    alone or padded in a batch, the same tokens, the same recorded model name."""
+    torch_embedder = pair[0]
+    onnx = OnnxEmbedder(model_dir, fp32_export, precision="fp32")
+    onnx.start()
+    assert onnx.model_id == torch_embedder.model_id == str(model_dir)
+    expected = torch_embedder.embed(SENTENCES)
+    for texts in (SENTENCES, [SENTENCES[2]], [SENTENCES[5]]):
+        got = onnx.embed(texts)
+        for text, b in zip(texts, got, strict=True):
+            a = expected[SENTENCES.index(text)]
+            assert sum(x * y for x, y in zip(a, b, strict=True)) > 0.99999
+            assert max(abs(x - y) for x, y in zip(a, b, strict=True)) < 1e-4
+    text = "Héllo wörld, it's 3.5°C: naïve café!  " + "token " * 300
+    assert onnx.token_offsets(text) == torch_embedder.token_offsets(text)
+    assert onnx.max_tokens == torch_embedder.max_tokens
+
+
+def test_an_export_of_the_other_precision_is_refused(model_dir: Path, export_dir: Path, fp32_export: Path) -> None:
+    with pytest.raises(ValueError, match="holds an ONNX export in int8, not fp32"):
+        export_onnx(model_dir, export_dir, precision="fp32")
+    with pytest.raises(ValueError, match="holds an ONNX export in fp32, not int8"):
+        export_int8(model_dir, fp32_export)
+
+
+def test_exportable_only_for_a_mean_pooled_local_folder(model_dir: Path, tmp_path: Path) -> None:
+    assert exportable(model_dir)
+    assert not exportable(tmp_path / "sentence-transformers" / "all-MiniLM-L6-v2")  # a hub id, not a folder

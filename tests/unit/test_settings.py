@@ -79,3 +79,43 @@ def test_the_engine_worker_computes_on_both_cores_of_a_two_core_machine(monkeypa
     monkeypatch.setenv("RIPPLE_ENGINE_CPU_RESERVED_CORES", "-1")
     with pytest.raises(ValidationError, match="engine_cpu_reserved_cores"):
         Settings()
+
+
+def _sentence_transformers_folder(root: Path, pooling: str) -> Path:
+    """The files `exportable` reads of a sentence-transformers folder (no weights: nothing is loaded)."""
+    import json
+
+    (root / "1_Pooling").mkdir(parents=True)
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]
+    (root / "modules.json").write_text(json.dumps(modules))
+    pooling_config = {"word_embedding_dimension": 384, f"pooling_mode_{pooling}": True}
+    (root / "1_Pooling" / "config.json").write_text(json.dumps(pooling_config))
+    (root / "sentence_bert_config.json").write_text('{"max_seq_length": 256}')
+    (root / "tokenizer.json").write_text("{}")
+    return root
+
+
+def test_the_embed_backend_auto_is_onnx_on_the_cpu_for_a_model_it_can_export(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from runtime.components import embed_backend
+
+    pytest.importorskip("onnxruntime", reason="the `onnx` extra is not installed (pip install -e '.[onnx]')")
+    mean = str(_sentence_transformers_folder(tmp_path / "mean", "mean_tokens"))
+    cls = str(_sentence_transformers_folder(tmp_path / "cls", "cls_token"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert Settings().embed_backend == "auto"
+    assert embed_backend(Settings(embed_model=mean)) == "onnx"
+    assert embed_backend(Settings(embed_model=mean, embed_device="cpu")) == "onnx"
+    assert embed_backend(Settings(embed_model=cls)) == "torch"  # only mean pooling is exported
+    assert embed_backend(Settings(embed_model="sentence-transformers/all-MiniLM-L6-v2")) == "torch"  # a hub id
+    assert embed_backend(Settings(embed_model=mean, embed_device="cuda")) == "torch"
+    assert embed_backend(Settings(embed_model=mean, embed_backend="torch")) == "torch"
+    assert embed_backend(Settings(embed_model=cls, embed_backend="onnx-int8")) == "onnx-int8"  # as set
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # sentence-transformers would pick the GPU
+    assert embed_backend(Settings(embed_model=mean)) == "torch"
