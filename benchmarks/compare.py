@@ -14,7 +14,8 @@
    interleave the servers because this machine drifts by 15-20% within minutes: one server after
    the other measured the drift as much as the servers.
 5. Print, per round and as the median over rounds, Ripple/raw output-token throughput and the TTFT
-   p50 difference (also net of retrieval).
+   p50 difference (also net of retrieval); per round, each server's CPU time per answered request,
+   its API process apart from its engine processes (psutil), which shows Ripple's own work.
 With `--rails both`, two Ripple servers run, rails on and off, and the rails' own cost is printed
 too: TTFT and TPOT p50 with rails on minus off, and the throughput ratio.
 Greedy decoding with `ignore_eos`, so both generate exactly `--max-tokens` tokens per answer.
