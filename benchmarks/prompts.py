@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import random
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -38,16 +39,21 @@ def _text(value: object) -> str:
     return ""
 
 
-def _question(row: object, where: str) -> str:
+def _question(row: object, where: str) -> str | None:
+    """The row's prompt; None for a conversation without a user turn (ShareGPT files hold empty ones and
+    ones that start with the model's turn: such rows are skipped, as vLLM's benchmark skips them)."""
     if isinstance(row, str):
         return row
     if isinstance(row, dict):
         for name in QUESTION_FIELDS:
             if _text(row.get(name)).strip():
                 return _text(row[name])
-        for turn in row.get("messages") or row.get("conversations") or []:
+        turns = row.get("messages") if "messages" in row else row.get("conversations")
+        for turn in turns or []:
             if isinstance(turn, dict) and (turn.get("role") or turn.get("from")) in ("user", "human"):
                 return _text(turn.get("content") or turn.get("value"))
+        if isinstance(turns, list):
+            return None
     raise SystemExit(
         f"{where}: no prompt found; a row needs one of the fields {', '.join(QUESTION_FIELDS)}, "
         "or messages/conversations with a user turn"
@@ -56,7 +62,18 @@ def _question(row: object, where: str) -> str:
 
 def load_questions(path: Path) -> list[str]:
     """Prompts from JSONL, a JSON array (ShareGPT-style files included), CSV with a header row, or a
-    plain file with one question per line. See `QUESTION_FIELDS` for where a row's prompt may be."""
+    plain file with one question per line. See `QUESTION_FIELDS` for where a row's prompt may be.
+    Conversations without a user turn are left out, and their count printed."""
+    found = _load_questions(path)
+    questions = [q for q in found if q is not None]
+    if skipped := len(found) - len(questions):
+        print(f"{path}: left out {skipped} of {len(found)} conversations with no user turn", file=sys.stderr)
+    if not questions:
+        raise SystemExit(f"{path}: no prompts in it (no conversation has a user turn)")
+    return questions
+
+
+def _load_questions(path: Path) -> Sequence[str | None]:
     text = path.read_text(encoding="utf-8-sig")  # files saved by spreadsheet programs start with a BOM
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines:

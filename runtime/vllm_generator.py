@@ -61,6 +61,11 @@ class VllmGenerator:
         # ... and binds its worker's threads from this one: how many cores to leave to other processes.
         if self._cpu_reserved_cores is not None:
             os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", str(self._cpu_reserved_cores))
+            if os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "0":
+                logger.info(
+                    "vLLM's CPU worker computes on every core (RIPPLE_ENGINE_CPU_RESERVED_CORES=0, the default on "
+                    "2 cores): vLLM's warning that VLLM_CPU_NUM_OF_RESERVED_CPU is below its minimum is expected"
+                )
         args = AsyncEngineArgs(
             model=self._model,
             served_model_name=[self._served_name],

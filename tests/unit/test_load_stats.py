@@ -216,6 +216,25 @@ def test_questions_from_the_common_dataset_formats(tmp_path: Path) -> None:
         load_questions(unknown)
 
 
+def test_conversations_without_a_user_turn_are_left_out_and_counted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As in real ShareGPT files: an empty conversation, or one that starts with the model's turn, does not
+    stop the load; a file where no conversation has a user turn still does, with a message."""
+    rows = [
+        {"id": "1", "conversations": []},
+        {"id": "2", "conversations": [{"from": "gpt", "value": "hello"}]},
+        {"id": "3", "conversations": [{"from": "human", "value": "N?"}, {"from": "gpt", "value": "n"}]},
+    ]
+    sharegpt = tmp_path / "sharegpt.json"
+    sharegpt.write_text(json.dumps(rows))
+    assert load_questions(sharegpt) == ["N?"]
+    assert "left out 2 of 3 conversations with no user turn" in capsys.readouterr().err
+    sharegpt.write_text(json.dumps(rows[:2]))
+    with pytest.raises(SystemExit, match="no conversation has a user turn"):
+        load_questions(sharegpt)
+
+
 def test_load_levels_must_be_above_zero() -> None:
     for concurrency, rate in (("0", None), ("-2", None), (None, "0"), ("x", None)):
         with pytest.raises(SystemExit):
