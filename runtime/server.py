@@ -78,9 +78,7 @@ class DrainingServer(uvicorn.Server):
 def exit_during_start_up(sig: int) -> NoReturn:
     """Stop every descendant process (vLLM's engine core and its worker): SIGTERM, then SIGKILL for
     what is left after `CHILD_GRACE_S`; then exit 0 without unwinding the start-up in progress."""
-    # multiprocessing's resource tracker ignores SIGTERM and leaves by itself once every process
-    # holding its pipe has exited, after freeing what they leaked: killing it would skip that.
-    descendants = [p for p in psutil.Process().children(recursive=True) if not _is_resource_tracker(p)]
+    descendants = _stopped_descendants()
     logger.info(
         "%s during start-up: nothing to drain; stopping %d child process(es) and exiting",
         signal.Signals(sig).name,
@@ -89,6 +87,7 @@ def exit_during_start_up(sig: int) -> NoReturn:
     for child in descendants:
         with contextlib.suppress(psutil.NoSuchProcess):
             child.terminate()
+            child.resume()
     _, alive = psutil.wait_procs(descendants, timeout=CHILD_GRACE_S)
     for child in alive:
         logger.warning("child process %d did not stop in %g s; killing it", child.pid, CHILD_GRACE_S)
@@ -100,6 +99,25 @@ def exit_during_start_up(sig: int) -> NoReturn:
         with contextlib.suppress(Exception):
             stream.flush()
     os._exit(0)
+
+
+def _stopped_descendants() -> list[psutil.Process]:
+    """Every descendant but multiprocessing's resource tracker, each suspended (SIGSTOP), found by scanning
+    until a scan finds no new one. An engine core that is spawning its worker cannot finish that after
+    the scan missed the worker: the worker would outlive it, re-parented out of reach, and keep the
+    tracker alive. The resource tracker ignores SIGTERM and leaves by itself once every process holding
+    its pipe has exited, after freeing what they leaked: killing it would skip that."""
+    found: dict[int, psutil.Process] = {}
+    while True:
+        new = [
+            p for p in psutil.Process().children(recursive=True) if p.pid not in found and not _is_resource_tracker(p)
+        ]
+        if not new:
+            return list(found.values())
+        for process in new:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.suspend()
+            found[process.pid] = process
 
 
 def _is_resource_tracker(process: psutil.Process) -> bool:

@@ -356,7 +356,7 @@ def test_sigterm_during_start_up_stops_the_engine_processes_and_exits_0(tmp_path
     assert "vLLM engine ready" not in text and "Application startup complete" not in text, "it finished starting"
     _, alive = psutil.wait_procs(descendants, timeout=10)
     running = [p for p in alive if _running(p)]  # an exited one waits for init to reap it, on init's schedule
-    assert not running, f"left behind: {[(p.pid, p.name()) for p in running]}"
+    assert not running, f"left behind: {[(p.pid, p.cmdline()) for p in running]}"
 
 
 def _running(proc: psutil.Process) -> bool:
