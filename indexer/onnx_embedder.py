@@ -84,9 +84,8 @@ def export_onnx(
         raise ValueError(f"precision must be one of {get_args(Precision)}, not {precision!r}")
     if quantization is not None and (precision != "int8" or quantization not in get_args(Quantization)):
         raise ValueError(f"quantization must be one of {get_args(Quantization)}, with int8 only; not {quantization!r}")
-    wanted: str | None = quantization if precision == "int8" else "fp32"
     if (out_dir / MANIFEST_FILE).is_file():
-        return _check_existing(out_dir, precision, wanted)
+        return _check_existing(out_dir, precision, quantization)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise FileExistsError(f"{out_dir} exists but holds no complete export ({MANIFEST_FILE} missing): remove it")
     quant = (quantization or detect_quantization()) if precision == "int8" else None
@@ -106,20 +105,20 @@ def export_onnx(
             logger.info("another process exported %s first; using its export", out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return _check_existing(out_dir, precision, wanted)
+    return _check_existing(out_dir, precision, quantization)
 
 
-def _check_existing(out_dir: Path, precision: Precision, wanted: str | None) -> Path:
-    """`out_dir`, when its export is of `precision` and (unless None) of the config `wanted` ("fp32" for fp32)."""
+def _check_existing(out_dir: Path, precision: Precision, quantization: Quantization | None) -> Path:
+    """`out_dir`, when its export is of `precision` and (int8, unless None) of the config `quantization`."""
     found = _manifest(out_dir)["quantization"]
     if (found == "fp32") != (precision == "fp32"):
         raise ValueError(
             f"{out_dir} holds an ONNX export in {'fp32' if found == 'fp32' else 'int8'}, not {precision}: "
             "remove the folder to re-export, or use another export folder"
         )
-    if wanted is not None and found != wanted:
+    if quantization is not None and found != quantization:
         raise ValueError(
-            f"{out_dir} holds an int8 export made with the {found!r} config, not {wanted!r}: "
+            f"{out_dir} holds an int8 export made with the {found!r} config, not {quantization!r}: "
             f"remove the folder to re-export, or pass quantization={found!r}"
         )
     return out_dir

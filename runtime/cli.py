@@ -181,9 +181,10 @@ def eval_retrieval(
     if dataset is not None and max_queries is not None:
         keep = sorted(data.queries)[:max_queries]
         data = type(data)(data.name, data.corpus, {q: data.queries[q] for q in keep}, {q: data.qrels[q] for q in keep})
+    backend = embed_backend(settings)
 
     async def run() -> dict[str, Any]:
-        embedder = build_embedder(settings)
+        embedder = build_embedder(settings, backend)
         await asyncio.to_thread(embedder.start)
         folder = settings.cache_dir / "eval" / f"{data.name}-{settings.qdrant_engine}"
         store = build_store(settings, "eval", folder)
@@ -214,7 +215,7 @@ def eval_retrieval(
             "index": index,
             "modes": results,
             "embedding_model": settings.embed_model or "sentence-transformers/all-MiniLM-L6-v2",
-            "embed_backend": embed_backend(settings),
+            "embed_backend": backend,
             "rrf_k": settings.rrf_k,
             "dense_weight": settings.fusion_dense_weight,
             "whole_documents": whole_documents,
@@ -276,7 +277,7 @@ def eval_guards(
 def prepare() -> None:
     """Make the models ready offline: convert the packaged chat model once (cached), find the embedder and
     export it to ONNX once (cached) when its backend is an ONNX one."""
-    from runtime.components import build_embedder, describe_embedder
+    from runtime.components import build_embedder, embed_backend
     from runtime.errors import ConfigError
     from runtime.models import packaged_embedder_path, resolve_chat_model
 
@@ -286,12 +287,13 @@ def prepare() -> None:
         embed = settings.embed_model or str(packaged_embedder_path())
     except ConfigError as exc:
         _fail(exc.message)
+    backend = embed_backend(settings)
     try:
-        build_embedder(settings).start()
+        build_embedder(settings, backend).start()
     except (OSError, ValueError) as exc:  # an export folder of another kind, a model that cannot be exported
         _fail(f"the embedding model could not be prepared: {exc}")
     typer.echo(
-        f"chat model: {chat}\nembedding model: {describe_embedder(settings)} at {embed}\n"
+        f"chat model: {chat}\nembedding model: {embed} ({backend} backend)\n"
         f"vLLM dtype here: {settings.resolved_dtype()}"
     )
 

@@ -88,10 +88,12 @@ def embed_backend(settings: Settings) -> str:
     return "onnx"
 
 
-def build_embedder(settings: Settings) -> Embedder:
+def build_embedder(settings: Settings, backend: str | None = None) -> Embedder:
+    """The embedder `settings` name, run by `backend` (default: `embed_backend(settings)`; a caller that
+    also reports the backend resolves it once and passes it)."""
     path = settings.embed_model or str(packaged_embedder_path())
     name = settings.embed_model or PACKAGED_EMBEDDER_ID
-    backend = embed_backend(settings)
+    backend = backend or embed_backend(settings)
     if backend in ("onnx", "onnx-int8"):
         from indexer.onnx_embedder import OnnxEmbedder
 
@@ -100,10 +102,6 @@ def build_embedder(settings: Settings) -> Embedder:
             return OnnxEmbedder(path, settings.cache_dir / "onnx-fp32" / folder, name=name, precision="fp32")
         return OnnxEmbedder(path, settings.cache_dir / "onnx" / folder, name=name)
     return SentenceTransformerEmbedder(path, name=name, device=settings.embed_device)
-
-
-def describe_embedder(settings: Settings) -> str:
-    return f"{settings.embed_model or PACKAGED_EMBEDDER_ID} ({embed_backend(settings)} backend)"
 
 
 def build_store(settings: Settings, collection: str | None = None, path: Path | None = None) -> VectorStore:
@@ -183,10 +181,11 @@ def build_guard(settings: Settings, generator: Generator, embedder: Embedder | N
 
 def build_components(settings: Settings) -> Components:
     generator = build_generator(settings)
-    embedder = build_embedder(settings)
-    logger.info("embedder: %s", describe_embedder(settings))
+    backend = embed_backend(settings)
+    embedder = build_embedder(settings, backend)
+    logger.info("embedder: %s (%s backend)", embedder.model_id, backend)
     # Not with int8, whose vectors depend on their batch.
-    if settings.embed_coalesce and embed_backend(settings) != "onnx-int8":
+    if settings.embed_coalesce and backend != "onnx-int8":
         embedder = CoalescingEmbedder(embedder)
     return Components(
         generator=generator,

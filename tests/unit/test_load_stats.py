@@ -169,51 +169,55 @@ def test_poisson_arrivals_are_seeded_with_the_given_rate() -> None:
     assert a[-1] / (len(a) - 1) == pytest.approx(0.5, rel=0.05)
 
 
-def test_questions_from_jsonl_or_lines(tmp_path: Path) -> None:
-    jsonl = tmp_path / "q.jsonl"
-    jsonl.write_text('{"question": "What is Ripple?"}\n\n{"text": "How fast?", "id": 2}\n')
-    assert load_questions(jsonl) == ["What is Ripple?", "How fast?"]
-    plain = tmp_path / "q.txt"
-    plain.write_text("One?\n\nTwo?\n")
-    assert load_questions(plain) == ["One?", "Two?"]
+SHAREGPT = [{"id": "1", "conversations": [{"from": "human", "value": "C?"}, {"from": "gpt", "value": "c"}]}]
 
 
-def test_questions_from_the_common_dataset_formats(tmp_path: Path) -> None:
-    jsonl = tmp_path / "q.jsonl"
-    jsonl.write_text(
-        '{"prompt": "A?"}\n{"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "B?"}]}\n'
-    )
-    assert load_questions(jsonl) == ["A?", "B?"]
-    sharegpt = tmp_path / "sharegpt.json"
-    sharegpt.write_text(
-        json.dumps(
-            [{"id": "1", "conversations": [{"from": "human", "value": "C?"}, {"from": "gpt", "value": "c"}]}], indent=2
-        )
-    )
-    assert load_questions(sharegpt) == ["C?"]
-    table = tmp_path / "q.csv"
-    table.write_text('Question,category\n"D, with a comma?",x\nE?,y\n')
-    assert load_questions(table) == ["D, with a comma?", "E?"]
-    excel = tmp_path / "excel.csv"
-    excel.write_bytes("\ufeffprompt\nG?\n".encode())
-    assert load_questions(excel) == ["G?"]
-    parts = tmp_path / "parts.jsonl"
-    parts.write_text(json.dumps({"messages": [{"role": "user", "content": [{"type": "text", "text": "H?"}]}]}) + "\n")
-    assert load_questions(parts) == ["H?"]
-    llama = tmp_path / "llama.txt"
-    llama.write_text("[INST] I? [/INST]\nJ?\n")
-    assert load_questions(llama) == ["[INST] I? [/INST]", "J?"]
-    jsonl_as_json = tmp_path / "rows.json"
-    jsonl_as_json.write_text('{"text": "K?"}\n{"text": "L?"}\n')
-    assert load_questions(jsonl_as_json) == ["K?", "L?"]
-    broken = tmp_path / "broken.jsonl"
-    broken.write_text('{"text": "M?"}\n{"text": \n')
-    with pytest.raises(SystemExit, match="broken.jsonl:2: not a JSON object"):
-        load_questions(broken)
-    unknown = tmp_path / "bad.jsonl"
-    unknown.write_text('{"body": "F?"}\n')
-    with pytest.raises(SystemExit, match="bad.jsonl:1: no prompt found"):
-        load_questions(unknown)
+@pytest.mark.parametrize(
+    "name,content,expected",
+    [
+        (
+            "q.jsonl",
+            '{"question": "What is Ripple?"}\n\n{"text": "How fast?", "id": 2}\n',
+            ["What is Ripple?", "How fast?"],
+        ),
+        ("q.txt", "One?\n\nTwo?\n", ["One?", "Two?"]),
+        (
+            "chat.jsonl",
+            '{"prompt": "A?"}\n{"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "B?"}]}\n',
+            ["A?", "B?"],
+        ),
+        ("sharegpt.json", json.dumps(SHAREGPT, indent=2), ["C?"]),
+        ("q.csv", 'Question,category\n"D, with a comma?",x\nE?,y\n', ["D, with a comma?", "E?"]),
+        ("excel.csv", "\ufeffprompt\nG?\n", ["G?"]),  # spreadsheet programs start the file with a BOM
+        (
+            "parts.jsonl",
+            json.dumps({"messages": [{"role": "user", "content": [{"type": "text", "text": "H?"}]}]}),
+            ["H?"],
+        ),
+        ("llama.txt", "[INST] I? [/INST]\nJ?\n", ["[INST] I? [/INST]", "J?"]),
+        ("rows.json", '{"text": "K?"}\n{"text": "L?"}\n', ["K?", "L?"]),  # JSONL named .json
+    ],
+)
+def test_questions_from_the_common_dataset_formats(
+    tmp_path: Path, name: str, content: str, expected: list[str]
+) -> None:
+    dataset = tmp_path / name
+    dataset.write_text(content, encoding="utf-8")
+    assert load_questions(dataset) == expected
+
+
+@pytest.mark.parametrize(
+    "name,content,message",
+    [
+        ("broken.jsonl", '{"text": "M?"}\n{"text": \n', "broken.jsonl:2: not a JSON object"),
+        ("bad.jsonl", '{"body": "F?"}\n', "bad.jsonl:1: no prompt found"),
+    ],
+)
+def test_a_dataset_row_that_cannot_be_read_is_named(tmp_path: Path, name: str, content: str, message: str) -> None:
+    dataset = tmp_path / name
+    dataset.write_text(content)
+    with pytest.raises(SystemExit, match=message):
+        load_questions(dataset)
 
 
 def test_conversations_without_a_user_turn_are_left_out_and_counted(
