@@ -1,7 +1,8 @@
 """A/B of one configuration change under load: Ripple as it is (A) against Ripple with `--versus KEY=VALUE` (B).
 
 Both `ripple serve` processes are up at once and get the same closed-loop loads (`benchmarks.load`, the
-same questions about docs/, streamed, `ignore_eos` so every answer has `--max-tokens` tokens), in
+same questions about docs/, streamed, `ignore_eos` so every answer has `--max-tokens` tokens unless
+`--until-eos`), in
 rounds with the order rotated, so the machine's drift falls on both alike. A key may be a Ripple
 setting (RIPPLE_...) or any variable the server's libraries read (e.g. vLLM's
 VLLM_CPU_NUM_OF_RESERVED_CPU). With `--both-orders` everything runs twice, the servers started in
@@ -55,7 +56,7 @@ def run_order(
                             requests=args.requests,
                             max_tokens=args.max_tokens,
                             warmup=1,
-                            extra_body={"temperature": 0.0, "ignore_eos": True},
+                            extra_body={"temperature": 0.0, "ignore_eos": not args.until_eos},
                         )
                     )
                     if set(report["status_counts"]) != {"200"}:
@@ -105,6 +106,13 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=24, help="requests per level, server and round")
     parser.add_argument("--rounds", type=int, default=2, help="rounds over both servers, order rotated each round")
     parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument(
+        "--until-eos",
+        action="store_true",
+        help="answers end where the model ends them (at most --max-tokens) instead of ignore_eos: for changes "
+        "whose effect depends on the text itself (speculative decoding), as text past the model's end is not "
+        "what users get",
+    )
     parser.add_argument("--rails", choices=["on", "off"], default="on", help="Ripple's rails, on both servers")
     parser.add_argument(
         "--both-orders", action="store_true", help="run twice, the start order reversed; report the mean"
@@ -151,7 +159,9 @@ def main() -> None:
             "machine": machine(),
             "model": chat_model(),
             "versus": change,
-            "load": {k: getattr(args, k) for k in ("concurrency", "requests", "rounds", "max_tokens", "rails")},
+            "load": {
+                k: getattr(args, k) for k in ("concurrency", "requests", "rounds", "max_tokens", "until_eos", "rails")
+            },
             "runs": runs,
             "mean_of_orders": mean,
         }

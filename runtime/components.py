@@ -143,6 +143,7 @@ def build_generator(settings: Settings) -> Generator:
         gpu_memory_utilization=settings.gpu_memory_utilization,
         cpu_kv_cache_gb=settings.kv_cache_gb,
         cpu_reserved_cores=settings.engine_cpu_reserved(),
+        speculative_ngram_tokens=settings.speculative_ngram_tokens,
     )
 
 

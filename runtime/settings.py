@@ -112,6 +112,15 @@ class Settings(BaseSettings):
     )
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1)
     enforce_eager: bool = True
+    speculative_ngram_tokens: int = Field(
+        0,
+        ge=0,
+        le=16,
+        description="Prompt-lookup (n-gram) speculative decoding in the in-process engine: up to this many "
+        "draft tokens per step, copied from where the last tokens already occur in the prompt (RAG answers "
+        "quote their sources), checked by the model in one pass; 0: off. Greedy answers keep their text up "
+        "to the engine's own rounding.",
+    )
 
     # Retrieval
     qdrant_path: Path | None = Path(".ripple/qdrant")
@@ -252,6 +261,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"RIPPLE_CHUNK_OVERLAP_TOKENS ({self.chunk_overlap_tokens}) must be at most half of "
                 f"RIPPLE_CHUNK_MAX_TOKENS ({self.chunk_max_tokens})"
+            )
+        if self.speculative_ngram_tokens and self.upstream_urls:
+            raise ValueError(
+                "RIPPLE_SPECULATIVE_NGRAM_TOKENS applies to the in-process engine only: with RIPPLE_UPSTREAM_URLS "
+                "set, unset it and start the vLLM servers with --speculative-config instead"
             )
         if self.qdrant_url is None and self.qdrant_path is None:
             raise ValueError("set RIPPLE_QDRANT_PATH (a local folder) or RIPPLE_QDRANT_URL (a Qdrant server)")

@@ -32,6 +32,7 @@ class VllmGenerator:
         gpu_memory_utilization: float = 0.85,
         cpu_kv_cache_gb: float = 2.0,
         cpu_reserved_cores: int | None = None,
+        speculative_ngram_tokens: int = 0,
     ) -> None:
         self._model = model
         self._served_name = served_name
@@ -41,6 +42,7 @@ class VllmGenerator:
         self._gpu_memory_utilization = gpu_memory_utilization
         self._cpu_kv_cache_gb = cpu_kv_cache_gb
         self._cpu_reserved_cores = cpu_reserved_cores
+        self._speculative_ngram_tokens = speculative_ngram_tokens
         self._engine: Any = None
         self._tokenizer: Any = None
 
@@ -53,7 +55,6 @@ class VllmGenerator:
         return self._engine is not None and not self._engine.errored
 
     async def start(self) -> None:
-        from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
         # vLLM's CPU build sizes its KV cache from this variable (GiB); GPU builds ignore it.
@@ -66,19 +67,41 @@ class VllmGenerator:
                     "vLLM's CPU worker computes on every core (RIPPLE_ENGINE_CPU_RESERVED_CORES=0, the default on "
                     "2 cores): vLLM's warning that VLLM_CPU_NUM_OF_RESERVED_CPU is below its minimum is expected"
                 )
-        args = AsyncEngineArgs(
+        self._engine = AsyncLLM.from_engine_args(self.engine_args())
+        self._tokenizer = self._engine.get_tokenizer()
+        logger.info(
+            "vLLM engine ready: %s (%s)%s",
+            self._model,
+            self._dtype,
+            f", n-gram speculation of {self._speculative_ngram_tokens} tokens"
+            if self._speculative_ngram_tokens
+            else "",
+        )
+
+    def engine_args(self) -> Any:
+        """vLLM's `AsyncEngineArgs` for this engine (cheap: nothing is loaded until the engine starts)."""
+        from vllm.engine.arg_utils import AsyncEngineArgs
+
+        speculative = None
+        if self._speculative_ngram_tokens:
+            # Drafts come from the last 2-4 tokens' earlier occurrence in the prompt or the answer so far.
+            speculative = {
+                "method": "ngram",
+                "num_speculative_tokens": self._speculative_ngram_tokens,
+                "prompt_lookup_min": 2,
+                "prompt_lookup_max": 4,
+            }
+        return AsyncEngineArgs(
             model=self._model,
             served_model_name=[self._served_name],
             dtype=self._dtype,  # type: ignore[arg-type]
             max_model_len=self.max_model_len,
             enforce_eager=self._enforce_eager,
             gpu_memory_utilization=self._gpu_memory_utilization,
+            speculative_config=speculative,
             disable_log_stats=False,
             enable_log_requests=False,
         )
-        self._engine = AsyncLLM.from_engine_args(args)
-        self._tokenizer = self._engine.get_tokenizer()
-        logger.info("vLLM engine ready: %s (%s)", self._model, self._dtype)
 
     async def close(self) -> None:
         if self._engine is not None:

@@ -43,6 +43,8 @@ def test_a_missing_toml_file_is_refused(monkeypatch: pytest.MonkeyPatch) -> None
         ({"RIPPLE_GUARDS_CONFIG": "/nonexistent"}, "RIPPLE_GUARDS_CONFIG"),
         ({"RIPPLE_PORT": "70000"}, "port"),
         ({"RIPPLE_DTYPE": "int3"}, "dtype"),
+        ({"RIPPLE_SPECULATIVE_NGRAM_TOKENS": "4", "RIPPLE_UPSTREAM_URLS": "http://a:8000/v1"}, "--speculative-config"),
+        ({"RIPPLE_SPECULATIVE_NGRAM_TOKENS": "-1"}, "speculative_ngram_tokens"),
     ],
 )
 def test_bad_settings_name_what_to_change(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], expected: str) -> None:
