@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,10 @@ class NemoGuard:
         self._direct: dict[str, list[str] | None] = {}
 
     async def start(self) -> None:
+        # NeMo Guardrails posts a usage report to NVIDIA when its rails are built, and again every 10
+        # minutes, and appends each to ~/.config/nemoguardrails/usage_stats.json, unless told not to.
+        # A server's traffic is its operator's choice: off unless NEMO_GUARDRAILS_NO_USAGE_STATS=0 is set.
+        os.environ.setdefault("NEMO_GUARDRAILS_NO_USAGE_STATS", "1")
         from nemoguardrails import LLMRails, RailsConfig
 
         if not (self._config_dir / "config.yml").is_file():

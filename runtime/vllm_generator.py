@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections import OrderedDict
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
@@ -18,6 +19,22 @@ from runtime.errors import BadRequestError, EngineFailedError, NotReadyError
 from runtime.generation import Delta, Message, SamplingOptions
 
 logger = logging.getLogger(__name__)
+
+_COUNTED = 256
+"""Prompts tokenized by `count_prompt_tokens` and kept for `generate`, at most."""
+
+
+def chat_prompt(tokenizer: Any, messages: Sequence[Message]) -> str:
+    """The model's chat template applied to `messages`, ready for the answer."""
+    return str(tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True))
+
+
+def prompt_ids(tokenizer: Any, text: str) -> list[int]:
+    """`text` (a rendered chat template) as token ids, without the tokenizer's own special tokens: the
+    template already starts with them. A text prompt given to vLLM's engine is tokenized with them, so
+    a tokenizer that adds a BOS (Llama, Mistral, Gemma) would start the prompt with two; vLLM's own chat
+    endpoint tokenizes as here, and so the engine gets ids, not text."""
+    return list(tokenizer.encode(text, add_special_tokens=False))
 
 
 class VllmGenerator:
@@ -45,6 +62,7 @@ class VllmGenerator:
         self._speculative_ngram_tokens = speculative_ngram_tokens
         self._engine: Any = None
         self._tokenizer: Any = None
+        self._counted: OrderedDict[str, list[int]] = OrderedDict()
 
     @property
     def model_id(self) -> str:
@@ -57,6 +75,9 @@ class VllmGenerator:
     async def start(self) -> None:
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        # vLLM's GPU workers post usage reports to vLLM's project unless told not to; as for NeMo's (see
+        # guards/nemo.py), off unless VLLM_NO_USAGE_STATS=0 is set.
+        os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
         # vLLM's CPU build sizes its KV cache from this variable (GiB); GPU builds ignore it.
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{self._cpu_kv_cache_gb:g}")
         # ... and binds its worker's threads from this one: how many cores to leave to other processes.
@@ -108,13 +129,23 @@ class VllmGenerator:
             self._engine.shutdown()
             self._engine = None
 
-    def _prompt(self, messages: Sequence[Message]) -> str:
+    def _prompt_ids(self, messages: Sequence[Message]) -> list[int]:
+        """The prompt's token ids, tokenized once per request: `count_prompt_tokens` keeps them for
+        `generate`, which takes them back (or tokenizes anew, for a caller that did not count)."""
         if self._tokenizer is None:
             raise NotReadyError("the engine is not started")
-        return str(self._tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True))
+        text = chat_prompt(self._tokenizer, messages)
+        ids = self._counted.pop(text, None)
+        return ids if ids is not None else prompt_ids(self._tokenizer, text)
 
     async def count_prompt_tokens(self, messages: Sequence[Message]) -> int | None:
-        return len(self._tokenizer.encode(self._prompt(messages), add_special_tokens=False))
+        if self._tokenizer is None:
+            raise NotReadyError("the engine is not started")
+        text = chat_prompt(self._tokenizer, messages)
+        ids = self._counted[text] = prompt_ids(self._tokenizer, text)
+        while len(self._counted) > _COUNTED:  # prompts counted but never generated (a refused request)
+            self._counted.popitem(last=False)
+        return len(ids)
 
     def unfinished_requests(self) -> int | None:
         return None if self._engine is None else int(self._engine.get_num_unfinished_requests())
@@ -122,7 +153,7 @@ class VllmGenerator:
     async def generate(
         self, request_id: str, messages: Sequence[Message], options: SamplingOptions
     ) -> AsyncGenerator[Delta, None]:
-        from vllm import SamplingParams
+        from vllm import SamplingParams, TokensPrompt
         from vllm.sampling_params import RequestOutputKind
         from vllm.v1.engine.exceptions import EngineDeadError
 
@@ -152,7 +183,7 @@ class VllmGenerator:
             )
         except ValueError as exc:
             raise BadRequestError(f"invalid sampling parameters: {exc}") from exc
-        prompt = self._prompt(messages)
+        prompt = TokensPrompt(prompt_token_ids=self._prompt_ids(messages))
         completion_tokens = 0
         prompt_tokens: int | None = None
         finished = False

@@ -1,0 +1,46 @@
+"""What the in-process engine is given: its arguments, as vLLM itself resolves them, and the prompt's
+token ids (no engine is started: the session's one engine serves every other integration test)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from runtime.models import resolve_chat_model
+from runtime.settings import Settings
+from runtime.vllm_generator import VllmGenerator, chat_prompt, prompt_ids
+
+
+@pytest.mark.parametrize("tokens", [0, 4])
+def test_ngram_speculation_reaches_vllm_as_prompt_lookup(tokens: int, tmp_path: Path) -> None:
+    settings = Settings(speculative_ngram_tokens=tokens, qdrant_path=tmp_path / "qdrant")
+    generator = VllmGenerator(
+        resolve_chat_model(settings.model, settings.cache_dir),
+        served_name=settings.served_model_name,
+        dtype="float32",
+        speculative_ngram_tokens=settings.speculative_ngram_tokens,
+    )
+    config = generator.engine_args().create_engine_config()
+    spec = config.speculative_config
+    if tokens == 0:
+        assert spec is None
+    else:
+        assert spec is not None and spec.method == "ngram" and spec.num_speculative_tokens == tokens
+        assert (spec.prompt_lookup_min, spec.prompt_lookup_max) == (2, 4)
+
+
+def test_the_prompt_starts_with_one_bos_where_the_tokenizer_adds_its_own() -> None:
+    """A tokenizer that adds a BOS (as Llama's, Mistral's and Gemma's do) to a chat template that starts
+    with it: tokenized as a text prompt, the engine got two."""
+    from transformers import AutoTokenizer
+
+    folder = resolve_chat_model(None, Settings().cache_dir)
+    tokenizer = AutoTokenizer.from_pretrained(folder, add_bos_token=True)
+    bos = tokenizer.bos_token_id
+    text = chat_prompt(tokenizer, [{"role": "user", "content": "What is Qdrant?"}])
+    assert text.startswith(tokenizer.bos_token)
+    assert tokenizer.encode(text)[:2] == [bos, bos], "the tokenizer no longer adds a BOS: this test shows nothing"
+    ids = prompt_ids(tokenizer, text)
+    assert ids[0] == bos and ids[1] != bos
+    assert ids == tokenizer.encode(text)[1:]
