@@ -32,29 +32,33 @@ _INJECTION = re.compile(
 # on 969 chunks of the shared docs and 600 SciFact abstracts none matched, where the prompt
 # classifier (trained on user prompts) flagged 74% of the docs.
 _PLANTED = re.compile(
+    # One word boundary before all the word-led forms, instead of one each: re tries the forms only where
+    # a word starts (half the CPU per chunk, and the same matches, on 3,517 docs chunks, abstracts and prompts).
     r"""
-    \b(if|when|whenever)\s+you\s+are\s+an?\s+(ai|llm|language\s+model|assistant|chatbot|bot)\b
-    | \b(attention|note|message|instructions?)\s+(to|for)\s+(the\s+|any\s+|all\s+)?
-        (ai|llms?|language\s+models?|assistants?|chatbots?|bots?)\b
-    | \b(ai|llm|language\s+model|assistant|chatbot)s?\s+(reading|processing|summari[sz]ing)\s+this\b
-    | \b(new|updated|real|actual|important)\s+instructions?\s*:
+    \b(?:
+        (if|when|whenever)\s+you\s+are\s+an?\s+(ai|llm|language\s+model|assistant|chatbot|bot)\b
+        | (attention|note|message|instructions?)\s+(to|for)\s+(the\s+|any\s+|all\s+)?
+            (ai|llms?|language\s+models?|assistants?|chatbots?|bots?)\b
+        | (ai|llm|language\s+model|assistant|chatbot)s?\s+(reading|processing|summari[sz]ing)\s+this\b
+        | (new|updated|real|actual|important)\s+instructions?\s*:
+        | (respond|reply|answer|say|output)\s+(only\s+)?with\s+(only\s+)?["'“]
+        | (respond|reply|answer)\s+only\s+(with|in)\b
+        | (do\s+not|don't|never)\s+(tell|mention|reveal|inform)\s+(this\s+to\s+)?the\s+user\b
+        | (forget|ignore|disregard|drop)\s+(about\s+)?(everything|all)\b
+        | (ignore|disregard|forget)\s+(the\s+)?(above|previous|prior|earlier)\b
+        | (i\s+want\s+you\s+to|please|you\s+will\s+now|from\s+now\s+on,?\s+you)\s+(act|behave|pretend)\b
+        | from\s+now\s+on,?\s+you\b | pretend\s+(that\s+)?you\s+are\b
+        | (now|here)\s+(comes?|follows?)\s+(a\s+|the\s+)?(new|further|another|second)\s+
+            (task|challenge|instruction|test)s?\b
+        | your\s+new\s+task\b | new\s+(tasks|instructions)\s+follow
+        | do\s+not\s+answer\b[\w\s,]{0,30}\b(but|instead)\b
+        | (vergiss|vergessen\s+sie|ignoriere|ignorieren\s+sie|olvid[ae])\b[\w\s,]{0,40}?
+            \b(alles?|alle|anweisungen|aufgaben|befehle|vorherigen|vorangehenden|obigen|zuvor|todo|todas)\b
+        | neue\s+(anweisung|aufgabe) | (ich\s+möchte,?\s+dass\s+sie\s+als|stell\s+dir\s+vor,?\s+du\s+bist)\b
+        | (jetzt|nun)\s+(bist\s+du|folgen\s+(weitere|neue))\b
+    )
     | ^[^\S\n]*(system|assistant)[^\S\n]*:\s
     | <\|(im_start|im_end|system|user|assistant|endoftext)\|> | \[/?INST\] | <</?SYS>> | \#\#\#\s*(instruction|system)\b
-    | \b(respond|reply|answer|say|output)\s+(only\s+)?with\s+(only\s+)?["'“]
-    | \b(respond|reply|answer)\s+only\s+(with|in)\b
-    | \b(do\s+not|don't|never)\s+(tell|mention|reveal|inform)\s+(this\s+to\s+)?the\s+user\b
-    | \b(forget|ignore|disregard|drop)\s+(about\s+)?(everything|all)\b
-    | \b(ignore|disregard|forget)\s+(the\s+)?(above|previous|prior|earlier)\b
-    | \b(i\s+want\s+you\s+to|please|you\s+will\s+now|from\s+now\s+on,?\s+you)\s+(act|behave|pretend)\b
-    | \bfrom\s+now\s+on,?\s+you\b | \bpretend\s+(that\s+)?you\s+are\b
-    | \b(now|here)\s+(comes?|follows?)\s+(a\s+|the\s+)?(new|further|another|second)\s+
-        (task|challenge|instruction|test)s?\b
-    | \byour\s+new\s+task\b | \bnew\s+(tasks|instructions)\s+follow
-    | \bdo\s+not\s+answer\b[\w\s,]{0,30}\b(but|instead)\b
-    | \b(vergiss|vergessen\s+sie|ignoriere|ignorieren\s+sie|olvid[ae])\b[\w\s,]{0,40}?
-        \b(alles?|alle|anweisungen|aufgaben|befehle|vorherigen|vorangehenden|obigen|zuvor|todo|todas)\b
-    | \bneue\s+(anweisung|aufgabe) | \b(ich\s+möchte,?\s+dass\s+sie\s+als|stell\s+dir\s+vor,?\s+du\s+bist)\b
-    | \b(jetzt|nun)\s+(bist\s+du|folgen\s+(weitere|neue))\b
     """,
     re.IGNORECASE | re.VERBOSE | re.MULTILINE,
 )
