@@ -20,8 +20,10 @@ from runtime.generation import Delta, Message, SamplingOptions
 
 logger = logging.getLogger(__name__)
 
-_COUNTED = 256
-"""Prompts tokenized by `count_prompt_tokens` and kept for `generate`, at most."""
+_COUNTED = 64
+"""Prompts tokenized by `count_prompt_tokens` and kept for `generate`, at most (a prompt over its token
+budget is counted and never generated; at 4,096 tokens an entry holds about 150 KB). Past it the oldest
+goes, and its request's `generate` tokenizes again."""
 
 
 def chat_prompt(tokenizer: Any, messages: Sequence[Message]) -> str:
@@ -143,7 +145,7 @@ class VllmGenerator:
             raise NotReadyError("the engine is not started")
         text = chat_prompt(self._tokenizer, messages)
         ids = self._counted[text] = prompt_ids(self._tokenizer, text)
-        while len(self._counted) > _COUNTED:  # prompts counted but never generated (a refused request)
+        while len(self._counted) > _COUNTED:
             self._counted.popitem(last=False)
         return len(ids)
 
