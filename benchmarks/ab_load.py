@@ -2,8 +2,7 @@
 
 Both `ripple serve` processes are up at once and get the same closed-loop loads (`benchmarks.load`, the
 same questions about docs/, streamed, `ignore_eos` so every answer has `--max-tokens` tokens unless
-`--until-eos`), in
-rounds with the order rotated, so the machine's drift falls on both alike. A key may be a Ripple
+`--until-eos`), in rounds with the order rotated, so the machine's drift falls on both alike. A key may be a Ripple
 setting (RIPPLE_...) or any variable the server's libraries read (e.g. vLLM's
 VLLM_CPU_NUM_OF_RESERVED_CPU). With `--both-orders` everything runs twice, the servers started in
 reverse order the second time (the one started first ran slower on these machines; see

@@ -21,9 +21,10 @@ from runtime.generation import Delta, Message, SamplingOptions
 logger = logging.getLogger(__name__)
 
 _COUNTED = 64
-"""Prompts tokenized by `count_prompt_tokens` and kept for `generate`, at most (a prompt over its token
-budget is counted and never generated; at 4,096 tokens an entry holds about 150 KB). Past it the oldest
-goes, and its request's `generate` tokenizes again."""
+"""Prompts tokenized by `count_prompt_tokens` and kept for `generate`, at most: the least recently used
+goes first, and a prompt longer than the context (which cannot be generated) is not kept, so an entry
+holds at most the model's context (about 150 KB at 4,096 tokens). A request whose prompt is no longer
+kept is tokenized again in `generate`."""
 
 
 def chat_prompt(tokenizer: Any, messages: Sequence[Message]) -> str:
@@ -133,20 +134,26 @@ class VllmGenerator:
 
     def _prompt_ids(self, messages: Sequence[Message]) -> list[int]:
         """The prompt's token ids, tokenized once per request: `count_prompt_tokens` keeps them for
-        `generate`, which takes them back (or tokenizes anew, for a caller that did not count)."""
+        `generate`, which reads them back (or tokenizes anew, for a prompt no longer kept)."""
         if self._tokenizer is None:
             raise NotReadyError("the engine is not started")
         text = chat_prompt(self._tokenizer, messages)
-        ids = self._counted.pop(text, None)
-        return ids if ids is not None else prompt_ids(self._tokenizer, text)
+        ids = self._counted.get(text)
+        return list(ids) if ids is not None else prompt_ids(self._tokenizer, text)
 
     async def count_prompt_tokens(self, messages: Sequence[Message]) -> int | None:
         if self._tokenizer is None:
             raise NotReadyError("the engine is not started")
         text = chat_prompt(self._tokenizer, messages)
-        ids = self._counted[text] = prompt_ids(self._tokenizer, text)
-        while len(self._counted) > _COUNTED:
-            self._counted.popitem(last=False)
+        ids = self._counted.get(text)
+        if ids is None:
+            ids = prompt_ids(self._tokenizer, text)
+            if len(ids) < self.max_model_len:
+                self._counted[text] = ids
+                while len(self._counted) > _COUNTED:
+                    self._counted.popitem(last=False)
+        else:
+            self._counted.move_to_end(text)
         return len(ids)
 
     def unfinished_requests(self) -> int | None:
@@ -156,6 +163,7 @@ class VllmGenerator:
         self, request_id: str, messages: Sequence[Message], options: SamplingOptions
     ) -> AsyncGenerator[Delta, None]:
         from vllm import SamplingParams, TokensPrompt
+        from vllm.exceptions import VLLMClientError
         from vllm.sampling_params import RequestOutputKind
         from vllm.v1.engine.exceptions import EngineDeadError
 
@@ -207,7 +215,7 @@ class VllmGenerator:
             raise EngineFailedError(
                 "the engine stopped while generating this answer; the server is not ready until it is restarted"
             ) from exc
-        except ValueError as exc:  # vLLM's input validation (e.g. prompt longer than the context)
+        except (ValueError, VLLMClientError) as exc:  # vLLM's input validation (e.g. prompt longer than the context)
             raise BadRequestError(str(exc)) from exc
         finally:
             if not finished and self._engine is not None and not self._engine.errored:
