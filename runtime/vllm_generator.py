@@ -1,6 +1,7 @@
 """`VllmGenerator`: the Generator role on vLLM's in-process `AsyncLLM` (continuous batching).
 
-The engine starts in `start()` (about 40 s for SmolLM2-135M on 2 CPU cores) in worker processes
+The engine starts in `start()` (about 1 min for SmolLM2-135M on 2 CPU cores, most of it torch.compile;
+20 s with `enforce_eager`) in worker processes
 started with `spawn`; nothing here runs at import. Each request streams `DELTA` outputs; an early
 `aclose()` or a cancellation aborts the request in the engine. Multi-modal inputs, LoRA and
 n > 1 are deliberately not exposed.
@@ -48,7 +49,7 @@ class VllmGenerator:
         served_name: str,
         dtype: str = "float32",
         max_model_len: int = 4096,
-        enforce_eager: bool = True,
+        enforce_eager: bool = False,
         gpu_memory_utilization: float = 0.85,
         cpu_kv_cache_gb: float = 2.0,
         cpu_reserved_cores: int | None = None,
