@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections import OrderedDict
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
@@ -21,24 +20,21 @@ from runtime.generation import Delta, Message, SamplingOptions
 
 logger = logging.getLogger(__name__)
 
-_COUNTED = 64
-"""Prompts tokenized by `count_prompt_tokens` and kept for `generate`, at most: the least recently used
-goes first, and a prompt longer than the context (which cannot be generated) is not kept, so an entry
-holds at most the model's context (about 150 KB at 4,096 tokens). A request whose prompt is no longer
-kept is tokenized again in `generate`."""
-
 
 def chat_prompt(tokenizer: Any, messages: Sequence[Message]) -> str:
     """The model's chat template applied to `messages`, ready for the answer."""
     return str(tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True))
 
 
+# A rendered chat template already starts with the model's special tokens, so it is tokenized without
+# the tokenizer's own: vLLM tokenizes a text prompt with them by default, and a tokenizer that adds a BOS
+# (Llama's, Mistral's, Gemma's) would start the prompt with two. vLLM's chat endpoint does the same.
+_TEMPLATED = {"add_special_tokens": False}
+
+
 def prompt_ids(tokenizer: Any, text: str) -> list[int]:
-    """`text` (a rendered chat template) as token ids, without the tokenizer's own special tokens: the
-    template already starts with them. A text prompt given to vLLM's engine is tokenized with them, so
-    a tokenizer that adds a BOS (Llama, Mistral, Gemma) would start the prompt with two; vLLM's own chat
-    endpoint tokenizes as here, and so the engine gets ids, not text."""
-    return list(tokenizer.encode(text, add_special_tokens=False))
+    """`text`, a rendered chat template, as the engine tokenizes it."""
+    return list(tokenizer.encode(text, **_TEMPLATED))
 
 
 class VllmGenerator:
@@ -66,7 +62,6 @@ class VllmGenerator:
         self._speculative_ngram_tokens = speculative_ngram_tokens
         self._engine: Any = None
         self._tokenizer: Any = None
-        self._counted: OrderedDict[str, list[int]] = OrderedDict()
 
     @property
     def model_id(self) -> str:
@@ -133,29 +128,13 @@ class VllmGenerator:
             self._engine.shutdown()
             self._engine = None
 
-    def _prompt_ids(self, messages: Sequence[Message]) -> list[int]:
-        """The prompt's token ids, tokenized once per request: `count_prompt_tokens` keeps them for
-        `generate`, which reads them back (or tokenizes anew, for a prompt no longer kept)."""
+    def _prompt(self, messages: Sequence[Message]) -> str:
         if self._tokenizer is None:
             raise NotReadyError("the engine is not started")
-        text = chat_prompt(self._tokenizer, messages)
-        ids = self._counted.get(text)
-        return list(ids) if ids is not None else prompt_ids(self._tokenizer, text)
+        return chat_prompt(self._tokenizer, messages)
 
     async def count_prompt_tokens(self, messages: Sequence[Message]) -> int | None:
-        if self._tokenizer is None:
-            raise NotReadyError("the engine is not started")
-        text = chat_prompt(self._tokenizer, messages)
-        ids = self._counted.get(text)
-        if ids is None:
-            ids = prompt_ids(self._tokenizer, text)
-            if len(ids) < self.max_model_len:
-                self._counted[text] = ids
-                while len(self._counted) > _COUNTED:
-                    self._counted.popitem(last=False)
-        else:
-            self._counted.move_to_end(text)
-        return len(ids)
+        return len(prompt_ids(self._tokenizer, self._prompt(messages)))
 
     def unfinished_requests(self) -> int | None:
         return None if self._engine is None else int(self._engine.get_num_unfinished_requests())
@@ -163,7 +142,7 @@ class VllmGenerator:
     async def generate(
         self, request_id: str, messages: Sequence[Message], options: SamplingOptions
     ) -> AsyncGenerator[Delta, None]:
-        from vllm import SamplingParams, TokensPrompt
+        from vllm import SamplingParams
         from vllm.exceptions import VLLMClientError
         from vllm.sampling_params import RequestOutputKind
         from vllm.v1.engine.exceptions import EngineDeadError
@@ -194,12 +173,13 @@ class VllmGenerator:
             )
         except ValueError as exc:
             raise BadRequestError(f"invalid sampling parameters: {exc}") from exc
-        prompt = TokensPrompt(prompt_token_ids=self._prompt_ids(messages))
+        prompt = self._prompt(messages)
         completion_tokens = 0
         prompt_tokens: int | None = None
         finished = False
         try:
-            async for out in self._engine.generate(prompt, params, request_id):
+            # vLLM tokenizes the text off the event loop; a fresh dict, since it consumes the keys it reads.
+            async for out in self._engine.generate(prompt, params, request_id, tokenization_kwargs=dict(_TEMPLATED)):
                 if prompt_tokens is None and out.prompt_token_ids is not None:
                     prompt_tokens = len(out.prompt_token_ids)
                 choice = out.outputs[0]

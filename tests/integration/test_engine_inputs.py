@@ -32,7 +32,8 @@ def test_ngram_speculation_reaches_vllm_as_prompt_lookup(tokens: int, tmp_path: 
 
 def test_the_prompt_starts_with_one_bos_where_the_tokenizer_adds_its_own() -> None:
     """A tokenizer that adds a BOS (as Llama's, Mistral's and Gemma's do) to a chat template that starts
-    with it: tokenized as a text prompt, the engine got two."""
+    with it: tokenized as vLLM tokenizes a text prompt by default, the prompt started with two. Ripple
+    counts and has the engine tokenize with the same `prompt_ids` keywords (`_TEMPLATED`)."""
     from transformers import AutoTokenizer
 
     folder = resolve_chat_model(None, Settings().cache_dir)
