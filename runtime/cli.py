@@ -195,12 +195,14 @@ def eval_retrieval(
             if whole_documents:
                 indexer.chunker, cut = whole_documents_setup(indexer)
             retriever = QdrantRetriever(embedder, store, settings=settings.retrieval())
-            return await evaluate(data, indexer, retriever, wanted, cut=cut)  # type: ignore[arg-type]
+            results = await evaluate(data, indexer, retriever, wanted, cut=cut)  # type: ignore[arg-type]
+            return {**results, "_model": embedder.model_id}
         finally:
             await store.close()
 
     results = asyncio.run(run())
     index = results.pop("_index")
+    model = results.pop("_model")
     typer.echo(f"{data.name}: {index['documents']} documents, {len(data.queries)} queries ({index['version']})")
     typer.echo(f"{'mode':<8} {'nDCG@10':>8} {'R@10':>7} {'R@100':>7} {'MRR@10':>7} {'p50 ms':>7} {'p95 ms':>7}")
     for mode, r in results.items():
@@ -214,7 +216,7 @@ def eval_retrieval(
             "split": split if dataset else None,
             "index": index,
             "modes": results,
-            "embedding_model": settings.embed_model or "sentence-transformers/all-MiniLM-L6-v2",
+            "embedding_model": model,
             "embed_backend": backend,
             "rrf_k": settings.rrf_k,
             "dense_weight": settings.fusion_dense_weight,

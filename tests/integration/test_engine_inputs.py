@@ -3,7 +3,9 @@ token ids (no engine is started: the session's one engine serves every other int
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,3 +47,42 @@ def test_the_prompt_starts_with_one_bos_where_the_tokenizer_adds_its_own() -> No
     ids = prompt_ids(tokenizer, text)
     assert ids[0] == bos and ids[1] != bos
     assert ids == tokenizer.encode(text)[1:]
+
+
+async def test_the_engine_tokenizes_the_prompt_as_ripple_counts_it(tmp_path: Path) -> None:
+    """What `generate` hands the engine, run through vLLM's own input processing (the step AsyncLLM
+    takes before scheduling) with a BOS-adding tokenizer: one BOS, and as many tokens as Ripple counted
+    for its limits. Only the model's forward pass is left out; the engine stand-in yields no text."""
+    from types import SimpleNamespace
+
+    from transformers import AutoTokenizer
+    from vllm.v1.engine.input_processor import InputProcessor
+
+    from runtime.generation import SamplingOptions
+
+    folder = resolve_chat_model(None, Settings().cache_dir)
+    tokenizer = AutoTokenizer.from_pretrained(folder, add_bos_token=True)
+    tokenizer.save_pretrained(tmp_path / "tokenizer")
+    generator = VllmGenerator(folder, served_name="ripple", dtype="float32")
+    args = generator.engine_args()
+    args.tokenizer = str(tmp_path / "tokenizer")
+    processor = InputProcessor(args.create_engine_config())
+    bos = tokenizer.bos_token_id
+    assert processor.tokenizer.encode(tokenizer.bos_token + "Hi")[:2] == [bos, bos], "no BOS added: shows nothing"
+    seen: list[list[int]] = []
+
+    class Engine:
+        errored = False
+
+        async def generate(self, prompt: str, params: Any, request_id: str, **kwargs: Any) -> AsyncIterator[Any]:
+            request = processor.process_inputs(request_id, prompt, params, ("generate",), **kwargs)
+            seen.append(list(request.prompt_token_ids))
+            done = SimpleNamespace(text="", token_ids=[], finish_reason="stop")
+            yield SimpleNamespace(prompt_token_ids=request.prompt_token_ids, outputs=[done], finished=True)
+
+    generator._engine, generator._tokenizer = Engine(), tokenizer
+    messages = [{"role": "user", "content": "What is Qdrant?"}]
+    deltas = [d async for d in generator.generate("r1", messages, SamplingOptions(max_tokens=8))]
+    (ids,) = seen
+    assert ids[0] == bos and ids[1] != bos
+    assert deltas[-1].prompt_tokens == len(ids) == await generator.count_prompt_tokens(messages)

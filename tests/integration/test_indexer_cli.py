@@ -1,4 +1,5 @@
-"""`ripple index` with the real embedder and real local Qdrant: formats, versions, --gc, --prune."""
+"""`ripple index` with the real embedder and real local Qdrant: formats, versions, --gc, --prune; the
+report of `ripple eval retrieval`."""
 
 from __future__ import annotations
 
@@ -77,3 +78,16 @@ def test_a_new_chunker_is_a_new_version_published_when_complete_and_gc_drops_the
     _, names, payloads = collections(tmp_path / "q")
     assert names == [second["version"]]
     assert not any(str(p["source"]).endswith("guide.md") for p in payloads)
+
+
+def test_eval_retrieval_reports_the_embedder_that_ran(tmp_path: Path) -> None:
+    """The JSON report names the vectors' model as the store does: int8 vectors are not MiniLM's own."""
+    from tests.unit.test_retrieval_eval import write_beir
+
+    write_beir(tmp_path / "tiny")
+    env = ripple_env(tmp_path / "q", RIPPLE_CACHE_DIR=str(tmp_path / "cache"), RIPPLE_EMBED_BACKEND="onnx-int8")
+    run_ripple("eval", "retrieval", "--dataset", str(tmp_path / "tiny"), "--json", str(tmp_path / "r.json"), env=env)
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["embed_backend"] == "onnx-int8"
+    assert report["embedding_model"].startswith("sentence-transformers/all-MiniLM-L6-v2+onnx-int8-")
+    assert report["modes"]["hybrid"]["ndcg@10"] == 1.0
