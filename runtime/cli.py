@@ -29,12 +29,16 @@ app = typer.Typer(
 
 def _settings(**overrides: Any) -> Any:
     from runtime import logs
-    from runtime.settings import Settings
+    from runtime.settings import Settings, describe_errors, unknown_variables
+
+    for warning in unknown_variables(os.environ):
+        typer.secho(f"ripple: warning: {warning}", fg="yellow", err=True)
 
     try:
         settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
     except (ValidationError, ValueError) as exc:
-        typer.secho(f"ripple: bad settings:\n{exc}", fg="red", err=True)
+        lines = describe_errors(exc) if isinstance(exc, ValidationError) else [str(exc)]
+        typer.secho("ripple: bad settings:\n" + "\n".join(f"  {line}" for line in lines), fg="red", err=True)
         raise typer.Exit(2) from exc
     logs.configure(json_lines=settings.log_json)
     return settings

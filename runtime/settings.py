@@ -7,11 +7,13 @@ variable to change. Secrets are `SecretStr` and never logged.
 
 from __future__ import annotations
 
+import difflib
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -280,3 +282,40 @@ class Settings(BaseSettings):
                 "config folder, or set RIPPLE_GUARDS_ENABLED=false"
             )
         return self
+
+
+def describe_errors(exc: ValidationError) -> list[str]:
+    """One line per bad setting, naming its variable (and its key in a RIPPLE_CONFIG file) and the value
+    given: pydantic's own report names only the field."""
+    lines = []
+    for error in exc.errors(include_url=False):
+        message = str(error["msg"]).removeprefix("Value error, ")
+        loc = [str(part) for part in error["loc"]]
+        if not loc:  # a check across settings: its message names the variables
+            lines.append(message)
+            continue
+        name = loc[0]
+        if name not in Settings.model_fields:
+            lines.append(f"{name} (in the RIPPLE_CONFIG file) is not a setting: see docs/configuration.md")
+            continue
+        where = f"RIPPLE_{name.upper()} ({name})"
+        if len(loc) > 1:
+            where += f", entry {'.'.join(loc[1:])}"
+        given = error.get("input")
+        secret = "SecretStr" in str(Settings.model_fields[name].annotation)
+        value = "" if secret or error["type"] == "missing" or isinstance(given, dict) else f" = {given!r}"
+        lines.append(f"{where}{value}: {message}")
+    return lines
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """A warning for each RIPPLE_ variable that names no setting (pydantic-settings ignores them, so a typo
+    would leave the default in force without a word), with the closest setting's name."""
+    known = {f"RIPPLE_{name.upper()}" for name in Settings.model_fields} | {"RIPPLE_CONFIG"}
+    warnings = []
+    for name in sorted(environ):
+        if name.startswith("RIPPLE_") and name not in known:
+            close = difflib.get_close_matches(name.removeprefix("RIPPLE_"), [k[7:] for k in known], n=1)
+            hint = f": did you mean RIPPLE_{close[0]}?" if close else ": see docs/configuration.md"
+            warnings.append(f"{name} is not a Ripple setting and is ignored{hint}")
+    return warnings

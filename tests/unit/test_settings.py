@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from runtime.settings import Settings
+from runtime.settings import Settings, describe_errors, unknown_variables
 
 
 def test_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -60,6 +60,32 @@ def test_unknown_toml_keys_are_refused(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setenv("RIPPLE_CONFIG", str(toml))
     with pytest.raises(ValidationError, match="prot"):
         Settings()
+
+
+def test_the_report_names_each_variable_its_value_and_no_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    toml = tmp_path / "ripple.toml"
+    toml.write_text("prot = 1\nqdrant_api_key = 5\n")
+    monkeypatch.setenv("RIPPLE_CONFIG", str(toml))
+    monkeypatch.setenv("RIPPLE_PORT", "70000")
+    monkeypatch.setenv("RIPPLE_UPSTREAM_URLS", "http://a:8000/v1,vllm:8000")
+    with pytest.raises(ValidationError) as refused:
+        Settings()
+    lines = describe_errors(refused.value)
+    assert "RIPPLE_PORT (port) = '70000': Input should be less than or equal to 65535" in lines
+    assert any(line.startswith("RIPPLE_UPSTREAM_URLS (upstream_urls) = ") and "'vllm:8000'" in line for line in lines)
+    assert "prot (in the RIPPLE_CONFIG file) is not a setting: see docs/configuration.md" in lines
+    assert any(line.startswith("RIPPLE_QDRANT_API_KEY (qdrant_api_key): ") for line in lines), lines
+    assert not any("= 5" in line for line in lines), "a secret's value is never printed"
+    monkeypatch.delenv("RIPPLE_CONFIG")
+    monkeypatch.delenv("RIPPLE_PORT")
+    monkeypatch.delenv("RIPPLE_UPSTREAM_URLS")
+    monkeypatch.setenv("RIPPLE_DEFAULT_MAX_TOKENS", "2000")
+    with pytest.raises(ValidationError) as refused:
+        Settings()
+    (line,) = describe_errors(refused.value)
+    assert line.startswith("RIPPLE_DEFAULT_MAX_TOKENS (2000) exceeds RIPPLE_MAX_TOKENS_LIMIT"), line
 
 
 def test_secrets_are_not_printed(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -121,3 +147,11 @@ def test_the_embed_backend_auto_is_onnx_on_the_cpu_for_a_model_it_can_export(
     assert embed_backend(Settings(embed_model=cls, embed_backend="onnx-int8")) == "onnx-int8"  # as set
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # sentence-transformers would pick the GPU
     assert embed_backend(Settings(embed_model=mean)) == "torch"
+
+
+def test_a_misspelt_variable_is_named_with_the_setting_it_likely_meant() -> None:
+    environ = {"RIPPLE_MAX_TOKEN_LIMIT": "64", "RIPPLE_PORT": "1", "RIPPLE_CONFIG": "x", "RIPPLE_ZZZ": "1", "PATH": "/"}
+    assert unknown_variables(environ) == [
+        "RIPPLE_MAX_TOKEN_LIMIT is not a Ripple setting and is ignored: did you mean RIPPLE_MAX_TOKENS_LIMIT?",
+        "RIPPLE_ZZZ is not a Ripple setting and is ignored: see docs/configuration.md",
+    ]
