@@ -215,6 +215,7 @@ class ChatService:
         early_checks = _EARLY_CHECKS if self.settings.stream_early_check else 0
         early_text = ""
         largest = self.settings.stream_window_chars
+        held_since: float | None = None  # a stream with output rails: when the engine's first text came
         if not self.generator.ready:
             raise NotReadyError("the generator is not ready")
         try:
@@ -225,6 +226,8 @@ class ChatService:
                     if delta.finish_reason is not None:
                         finish = delta.finish_reason
                     pending += delta.text
+                    if held_since is None and stream and guard is not None and pending:
+                        held_since = time.perf_counter()
                     if guard is None:
                         if pending:
                             yield TextEvent(pending)
@@ -255,6 +258,8 @@ class ChatService:
                         finish, pending = "content_filter", ""
                         break
                     if out:
+                        if held_since is not None and not sent:
+                            self.metrics.first_window_seconds.observe(time.perf_counter() - held_since)
                         yield TextEvent(out)
                     released, sent, pending = released + piece, sent + out, pending[cut:]
                     window = min(window * 2, largest)
@@ -274,6 +279,8 @@ class ChatService:
         if finish == "content_filter" and not released:
             pending = REFUSAL
         if pending:
+            if held_since is not None and not sent:
+                self.metrics.first_window_seconds.observe(time.perf_counter() - held_since)
             yield TextEvent(pending)
         self.metrics.finish.labels(finish).inc()
         yield FinishEvent(

@@ -37,6 +37,12 @@ class Metrics:
         self.rails_seconds = Histogram(
             "ripple_rails_seconds", "Time in NeMo rails per check", ["rail"], buckets=_FAST, registry=r
         )
+        self.first_window_seconds = Histogram(
+            "ripple_first_window_seconds",
+            "Streams with output rails: the engine's first text to the first text sent (the first window's hold)",
+            buckets=_FAST,
+            registry=r,
+        )
         self.ttft_seconds = Histogram(
             "ripple_ttft_seconds", "Request arrival to first content byte sent", buckets=_SLOW, registry=r
         )

@@ -109,6 +109,7 @@ def test_retrieve_models_ready_and_metrics(server: Server) -> None:
         "ripple_retrieval_seconds_count",
         "ripple_rails_seconds_count",
         "ripple_ttft_seconds_count",
+        "ripple_first_window_seconds_count",
         "vllm:num_requests_running",
         "vllm:generation_tokens",
     ):

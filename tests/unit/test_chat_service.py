@@ -296,3 +296,26 @@ async def test_early_checks_stop_after_two_and_never_send_a_blank_window(setting
     service.generator.generate = scripted("Hi", " " + "x" * 600, "yz", " end")  # type: ignore[method-assign]
     texts = [e.text async for e in service.events(prepared, "e7", stream=True) if isinstance(e, TextEvent)]
     assert texts == ["Hi", " " + "x" * 600 + "yz", " end"]
+
+
+async def test_the_first_windows_hold_is_measured_once_per_stream(settings: Settings) -> None:
+    """`ripple_first_window_seconds`: from the engine's first text to the first text sent. The first word
+    waits for the next token (here 50 ms later) to show that it ended; without a stream nothing is held
+    back for a window, so nothing is observed."""
+    service = await make_service(settings.model_copy(update={"stream_first_window_chars": 1}), FakeGuard(), "unused")
+
+    async def slow_second_token(request_id: str, messages: object, options: object):  # type: ignore[no-untyped-def]
+        yield Delta(text="Hello")
+        await asyncio.sleep(0.05)
+        yield Delta(text=" there, friend.")
+        yield Delta(text=" Bye", finish_reason="stop")
+
+    service.generator.generate = slow_second_token  # type: ignore[method-assign]
+    prepared = await service.prepare(request("Zorblax?"))
+    hold = service.metrics.first_window_seconds
+    for stream in (True, False):
+        events = [e async for e in service.events(prepared, "r9", stream=stream)]
+        assert "".join(e.text for e in events if isinstance(e, TextEvent)) == "Hello there, friend. Bye"
+    samples = {s.name: s.value for s in hold.collect()[0].samples}
+    count, total = samples["ripple_first_window_seconds_count"], samples["ripple_first_window_seconds_sum"]
+    assert count == 1 and 0.05 <= total < 1.0
