@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import aclosing
 from typing import Annotated, Any
 
@@ -74,6 +74,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, servic
             param="messages",
         )
     timeout = _timeout(request, service)
+    service.check(body)
     admission: Admission = request.app.state.admission
     ticket = admission.acquire()
     try:
@@ -359,16 +360,28 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = []
+        problems: list[str] = []
         for err in exc.errors():
-            where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
-            problems.append(f"{where or 'body'}: {err.get('msg')}")
+            if err.get("type") == "json_invalid":  # its location is a character offset, not a field
+                offset = err.get("loc", ("body", "?"))[-1]
+                reason = (err.get("ctx") or {}).get("error", "")
+                problems.append(f"the body is not valid JSON ({reason} at character {offset})")
+                continue
+            problem = f"{_field(err.get('loc', ())) or 'body'}: {err.get('msg')}"
+            if problem not in problems:
+                problems.append(problem)
         first = exc.errors()[0] if exc.errors() else {}
-        # A body that is not JSON has no field to name (its location is a character offset).
-        param = (
-            None
-            if first.get("type") == "json_invalid"
-            else ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        )
+        param = None if first.get("type") == "json_invalid" else _field(first.get("loc", ()))
         error = BadRequestError("invalid request: " + "; ".join(problems), param=param or None)
         return JSONResponse(error.to_openai(), status_code=400)
+
+
+# pydantic names the branch of a union it tried inside an error's location ("content.str", "list[...]"):
+# those are not fields the client sent.
+_BRANCHES = frozenset({"str", "int", "float", "bool", "dict", "list", "none"})
+
+
+def _field(loc: Sequence[Any]) -> str:
+    """An error location as the client's field path: without FastAPI's `body` and pydantic's union branches."""
+    parts = [str(p) for p in loc[1:] if not (isinstance(p, str) and (p in _BRANCHES or "[" in p))]
+    return ".".join(parts) if loc and loc[0] == "body" else ".".join(str(p) for p in loc)

@@ -145,13 +145,25 @@ class ChatService:
             self.metrics.flagged_sources.inc(flagged)
         return kept, flagged
 
-    async def prepare(self, request: ChatCompletionRequest) -> Prepared:
+    def check(self, request: ChatCompletionRequest) -> SamplingOptions:
+        """What a request asks that this server refuses whatever its load: run before admission, so a
+        wrong model or an over-limit max_tokens is a 404/400 and never a 429 the client would retry."""
         if request.model and request.model != self.generator.model_id:
             raise ModelNotFoundError(
                 f"model {request.model!r} is not served here; use {self.generator.model_id!r} (see GET /v1/models)",
                 param="model",
             )
         options = self.sampling_options(request)
+        if options.min_tokens is not None and options.min_tokens > options.max_tokens:
+            raise BadRequestError(
+                f"min_tokens {options.min_tokens} is more than the {options.max_tokens} tokens asked for "
+                "(max_tokens, or this server's default): lower min_tokens or raise max_tokens",
+                param="min_tokens",
+            )
+        return options
+
+    async def prepare(self, request: ChatCompletionRequest) -> Prepared:
+        options = self.check(request)
         conversation: list[Message] = [
             {"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in request.messages
         ]

@@ -28,7 +28,9 @@ _IGNORED = {
     "prediction",
 }
 # Fields refused in general but harmless at these values (what a client sends to mean "off").
-_HARMLESS = {"logprobs": False, "response_format": {"type": "text"}}
+_HARMLESS = {"logprobs": False, "top_logprobs": 0, "response_format": {"type": "text"}}
+# vLLM hands these integers to C++ as 64-bit: a larger one fails in the engine, not as a 400.
+_INT64 = 2**63 - 1
 
 
 def _without_nulls(value: Any) -> Any:
@@ -116,15 +118,15 @@ class ChatCompletionRequest(RequestModel):
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-_INT64 - 1, le=_INT64)
     n: int = 1
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     # vLLM's sampling extras
     ignore_eos: bool = False
-    top_k: int | None = None
-    min_tokens: int | None = Field(None, ge=0)
-    repetition_penalty: float | None = Field(None, gt=0)
+    top_k: int | None = Field(None, ge=-1, le=_INT64)  # 0 and -1: no top-k, as in vLLM
+    min_tokens: int | None = Field(None, ge=0, le=_INT64)
+    repetition_penalty: float | None = Field(None, gt=0, allow_inf_nan=False)
     # Ripple's extension
     retrieval: RetrievalOptions | None = None
 
@@ -139,9 +141,11 @@ class ChatCompletionRequest(RequestModel):
     @classmethod
     def _stop_list(cls, value: str | list[str] | None) -> list[str] | None:
         if isinstance(value, str):
-            return [value]
+            value = [value]
         if value is not None and len(value) > 4:
             raise ValueError("at most 4 stop sequences are allowed")
+        if value is not None and "" in value:
+            raise ValueError("a stop sequence cannot be empty")
         return value
 
     @model_validator(mode="after")
@@ -155,6 +159,10 @@ class ChatCompletionRequest(RequestModel):
             )
         if self.n != 1:
             raise UnsupportedFieldError("n must be 1: Ripple returns one choice per request", param="n")
+        if self.stream_options is not None and self.stream_options.model_fields_set and not self.stream:
+            raise BadRequestError(
+                "stream_options is only allowed with stream: true; remove it or stream", param="stream_options"
+            )
         if self.messages[-1].role != "user":
             raise BadRequestError("the last message must be from the user", param="messages")
         return self

@@ -171,7 +171,7 @@ class VllmGenerator:
                 output_kind=RequestOutputKind.DELTA,
                 **extra,
             )
-        except ValueError as exc:
+        except (ValueError, VLLMClientError) as exc:  # VLLMClientError is vLLM's own validation (not a ValueError)
             raise BadRequestError(f"invalid sampling parameters: {exc}") from exc
         prompt = self._prompt(messages)
         completion_tokens = 0

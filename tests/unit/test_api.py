@@ -535,3 +535,65 @@ async def test_a_stream_whose_client_left_before_its_first_frame_stops_its_gener
         assert components.generator.unfinished_requests() == 0 and components.generator.aborted  # type: ignore[attr-defined]
         assert app.state.admission.in_flight == 0
         assert b"ripple_cancelled_total 1.0" in app.state.metrics.render()
+
+
+def test_sampling_values_the_engine_would_reject_are_400s_naming_the_field(
+    client: TestClient, components: Components
+) -> None:
+    """Values vLLM's SamplingParams refuses, or that overflow the 64-bit integers it hands to C++: each a
+    400 before any work (they were 500s from inside the engine, which the openai client retried)."""
+    for body, param in (
+        ({"stop": ""}, "stop"),
+        ({"stop": ["END", ""]}, "stop"),
+        ({"seed": 2**70}, "seed"),
+        ({"top_k": -5}, "top_k"),
+        ({"min_tokens": 2**64}, "min_tokens"),
+        ({"min_tokens": 300}, "min_tokens"),  # more than the default max_tokens
+        ({"min_tokens": 10, "max_tokens": 3}, "min_tokens"),
+    ):
+        r = client.post("/v1/chat/completions", json={"messages": [QUESTION], **body})
+        assert r.status_code == 400 and r.json()["error"]["param"] == param, (body, r.text)
+    r = client.post(
+        "/v1/chat/completions",
+        content=b'{"messages": [{"role": "user", "content": "hi"}], "repetition_penalty": Infinity}',
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 400 and r.json()["error"]["param"] == "repetition_penalty", r.text
+    assert components.generator.calls == []  # type: ignore[attr-defined]
+    for allowed in ({"top_k": -1}, {"top_k": 0}, {"seed": -(2**63)}, {"min_tokens": 3, "max_tokens": 3}):
+        r = client.post("/v1/chat/completions", json={"messages": [QUESTION], **allowed})
+        assert r.status_code == 200, (allowed, r.text)
+
+
+def test_what_no_load_makes_right_is_refused_before_admission(settings, components) -> None:  # type: ignore[no-untyped-def]
+    """A wrong model or an over-limit max_tokens is a 404/400 even when the server is full, never a 429
+    that the openai client would retry only to be refused again."""
+    from runtime.app import create_app
+
+    limited = settings.model_copy(update={"max_concurrent_requests": 1})
+    with TestClient(create_app(limited, components=components)) as c:
+        held = c.app.state.admission.acquire()
+        r = c.post("/v1/chat/completions", json={"model": "gpt-4o", "messages": [QUESTION]})
+        assert r.status_code == 404 and r.json()["error"]["param"] == "model", r.text
+        r = c.post("/v1/chat/completions", json={"messages": [QUESTION], "max_tokens": 100_000})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "max_tokens", r.text
+        assert c.post("/v1/chat/completions", json={"messages": [QUESTION]}).status_code == 429
+        held.release()
+
+
+def test_stream_options_need_a_stream_and_errors_name_fields_the_client_sent(client: TestClient) -> None:
+    r = client.post("/v1/chat/completions", json={"messages": [QUESTION], "stream_options": {"include_usage": True}})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "stream_options", r.text
+    r = client.post("/v1/chat/completions", json={"messages": [QUESTION], "top_logprobs": 0})
+    assert r.status_code == 200, r.text
+    # A union's branches are not fields: an image part is refused at messages.0.content, once per problem.
+    image = {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}
+    error = client.post("/v1/chat/completions", json={"messages": [image]}).json()["error"]
+    assert error["param"] == "messages.0.content" and ".str" not in error["message"] and "[" not in error["param"]
+    r = client.post("/v1/chat/completions", content=b'{"messages": [', headers={"content-type": "application/json"})
+    error = r.json()["error"]
+    assert r.status_code == 400 and error["param"] is None
+    assert error["message"].startswith("invalid request: the body is not valid JSON ("), error["message"]
+    # A null filter value is refused, not dropped: dropping it would search every tenant's documents.
+    r = client.post("/v1/chat/completions", json={"messages": [QUESTION], "retrieval": {"filter": {"tenant": None}}})
+    assert r.status_code == 400 and r.json()["error"]["param"].startswith("retrieval.filter.tenant"), r.text
