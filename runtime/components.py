@@ -144,6 +144,7 @@ def build_generator(settings: Settings) -> Generator:
         cpu_kv_cache_gb=settings.kv_cache_gb,
         cpu_reserved_cores=settings.engine_cpu_reserved(),
         speculative_ngram_tokens=settings.speculative_ngram_tokens,
+        max_batched_tokens=settings.engine_max_batched_tokens,
     )
 
 

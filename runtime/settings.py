@@ -119,6 +119,14 @@ class Settings(BaseSettings):
         "engine compiles at start (about 37 s more for the default model on 2 CPU cores) and then decodes "
         "faster: 1.09x output tokens/s at 1 stream, 1.12x at 8 (benchmarks.ab_load).",
     )
+    engine_max_batched_tokens: int | None = Field(
+        None,
+        ge=256,
+        le=1 << 20,
+        description="vLLM's max_num_batched_tokens: the tokens one engine step may carry; a longer prompt is "
+        "prefilled in chunks of this size alongside the running answers. Unset: vLLM's default (2048 on "
+        "CPU). Smaller steps shorten the wait of the running answers behind a new prompt's prefill.",
+    )
     speculative_ngram_tokens: int = Field(
         0,
         ge=0,

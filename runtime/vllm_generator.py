@@ -50,6 +50,7 @@ class VllmGenerator:
         cpu_kv_cache_gb: float = 2.0,
         cpu_reserved_cores: int | None = None,
         speculative_ngram_tokens: int = 0,
+        max_batched_tokens: int | None = None,
     ) -> None:
         self._model = model
         self._served_name = served_name
@@ -60,6 +61,7 @@ class VllmGenerator:
         self._cpu_kv_cache_gb = cpu_kv_cache_gb
         self._cpu_reserved_cores = cpu_reserved_cores
         self._speculative_ngram_tokens = speculative_ngram_tokens
+        self._max_batched_tokens = max_batched_tokens
         self._engine: Any = None
         self._tokenizer: Any = None
 
@@ -119,6 +121,7 @@ class VllmGenerator:
             enforce_eager=self._enforce_eager,
             gpu_memory_utilization=self._gpu_memory_utilization,
             speculative_config=speculative,
+            max_num_batched_tokens=self._max_batched_tokens,
             disable_log_stats=False,
             enable_log_requests=False,
         )
