@@ -6,6 +6,7 @@ in reverse order at shutdown. Tests pass fakes as `components`; production build
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -24,10 +25,12 @@ from runtime.api import install_error_handlers, router
 from runtime.chat import ChatService
 from runtime.components import Components, build_components, start_components
 from runtime.documents_api import router as documents_router
-from runtime.errors import PayloadTooLargeError
+from runtime.errors import PayloadTooLargeError, RippleError
 from runtime.jobs import JobRunner
 from runtime.metrics import Metrics
 from runtime.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings, *, components: Components | None = None) -> FastAPI:
@@ -131,13 +134,24 @@ class RequestIdMiddleware:
             return
         rid = Headers(scope=scope).get("x-request-id") or uuid.uuid4().hex
         token = logs.request_id.set(rid)
+        started = False
 
         async def send_with_id(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 MutableHeaders(scope=message)["X-Request-Id"] = rid
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            if started:  # a stream already under way: its own error event was the client's answer
+                raise
+            # An unexpected failure: the OpenAI error shape and the request id that finds it in the log,
+            # not Starlette's plain-text 500.
+            logger.exception("unexpected failure answering %s %s", scope.get("method"), scope.get("path"))
+            error = RippleError(f"internal error: the server's log has the details under request id {rid}")
+            await JSONResponse(error.to_openai(), status_code=500, headers={"X-Request-Id": rid})(scope, receive, send)
         finally:
             logs.request_id.reset(token)

@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 
 from indexer.pipeline import Indexer
 from runtime.components import Components
+from runtime.settings import Settings
 from tests.sse_client import parse_events
 from tests.unit.conftest import CORPUS
 
@@ -597,3 +598,20 @@ def test_stream_options_need_a_stream_and_errors_name_fields_the_client_sent(cli
     # A null filter value is refused, not dropped: dropping it would search every tenant's documents.
     r = client.post("/v1/chat/completions", json={"messages": [QUESTION], "retrieval": {"filter": {"tenant": None}}})
     assert r.status_code == 400 and r.json()["error"]["param"].startswith("retrieval.filter.tenant"), r.text
+
+
+def test_an_unexpected_failure_is_a_500_in_the_openai_shape_with_its_request_id(
+    settings: Settings, components: Components
+) -> None:
+    """Not Starlette's plain-text 500: the openai client shows the message, and the id finds the log."""
+    from runtime.app import create_app
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug")
+
+    with TestClient(create_app(settings, components=components), raise_server_exceptions=False) as c:
+        c.app.state.service.retrieve = broken  # type: ignore[attr-defined]
+        r = c.post("/v1/retrieve", json={"query": "tomatoes"}, headers={"X-Request-Id": "req-42"})
+    assert r.status_code == 500 and r.headers["x-request-id"] == "req-42"
+    error = r.json()["error"]
+    assert error["type"] == "internal_error" and "req-42" in error["message"] and "a bug" not in error["message"]
