@@ -64,7 +64,7 @@ from benchmarks.harness import (
     ripple_servers,
     served_process,
 )
-from benchmarks.load import Load, fmt, run_load
+from benchmarks.load import Load, fmt, parse_loads, run_load
 from benchmarks.prompts import Message, as_messages, load_questions
 from indexer.types import Passage
 from runtime.models import resolve_chat_model
@@ -179,6 +179,14 @@ def run_loads(
 
 
 def ratios(ripple: dict[str, Any], raw: dict[str, Any]) -> dict[str, Any]:
+    # Latency and throughput count answered requests only: a side that refused or lost some would compare
+    # a lighter load with a full one. As in ab_load, the run stops and says what failed.
+    for name, report in (("Ripple", ripple), ("raw vLLM", raw)):
+        if set(report["status_counts"]) != {"200"}:
+            raise SystemExit(
+                f"{name} at c={report['load']['concurrency']}: not every request was answered "
+                f"({report['status_counts']}; {report['errors']}); its ratios would compare different loads"
+            )
     rip_tps, raw_tps = ripple["throughput"]["output_tokens_per_s"], raw["throughput"]["output_tokens_per_s"]
     rip_ttft, raw_ttft = ripple["ttft_ms"]["p50"], raw["ttft_ms"]["p50"]
     added = rip_ttft - raw_ttft if rip_ttft is not None and raw_ttft is not None else None
@@ -292,7 +300,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--log-dir", type=Path, help="server logs; default: a new folder under /tmp, kept")
     args = parser.parse_args()
-    args.concurrency = [int(c) for c in args.concurrency.split(",")]
+    args.concurrency = [load.concurrency for load in parse_loads(args.concurrency, None)]
     if args.rounds is not None and args.rounds < 1:
         parser.error("--rounds must be at least 1")
     questions = load_questions(args.dataset) if args.dataset else QUESTIONS

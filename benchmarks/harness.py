@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,25 +131,45 @@ class StreamTiming:
     finish_reason: str | None
 
 
+async def sse_lines(response: httpx.Response) -> AsyncIterator[str]:
+    """The lines of a server-sent event stream, split where SSE splits them (CR, LF, CRLF) and nowhere
+    else: httpx's `aiter_lines` also splits on U+2028, U+2029 and U+0085, which servers (Ripple, vLLM)
+    send unescaped inside their JSON, so an answer quoting such a character would read as broken JSON."""
+    rest = ""
+    async for text in response.aiter_text():
+        lines = (rest + text).replace("\r\n", "\n").replace("\r", "\n").split("\n")
+        rest = lines.pop()
+        for line in lines:
+            yield line
+    if rest:
+        yield rest
+
+
 async def stream_once(client: httpx.AsyncClient, base_url: str, body: dict[str, object]) -> StreamTiming:
     body = {**body, "stream": True, "stream_options": {"include_usage": True}}
     start = time.perf_counter()
     ttft: float | None = None
     tokens, finish = 0, None
+    done = False
     async with client.stream("POST", f"{base_url}/v1/chat/completions", json=body) as r:
         r.raise_for_status()
-        async for line in r.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
+        async for line in sse_lines(r):
+            if line == "data: [DONE]":
+                done = True
+            if not line.startswith("data: ") or done:
                 continue
             event = json.loads(line[6:])
+            if "error" in event:
+                raise RuntimeError(f"the stream ended with an error event: {event['error']}")
             if event.get("usage"):
                 tokens = event["usage"]["completion_tokens"]
             for choice in event.get("choices", []):
                 if ttft is None and choice["delta"].get("content"):
                     ttft = time.perf_counter() - start
                 finish = choice.get("finish_reason") or finish
-    total = time.perf_counter() - start
-    return StreamTiming(ttft if ttft is not None else total, total, tokens, finish)
+    if not done or ttft is None:
+        raise RuntimeError("the stream ended without " + ("data: [DONE]" if not done else "any text"))
+    return StreamTiming(ttft, time.perf_counter() - start, tokens, finish)
 
 
 def histogram_sums(base_url: str) -> dict[str, float]:

@@ -37,7 +37,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.harness import machine
+from benchmarks.harness import machine, sse_lines
 from benchmarks.prompts import Message, as_messages, load_questions, random_prompts
 
 # --- one request, as seen on the wire ----------------------------------------------------------------
@@ -204,22 +204,24 @@ async def send(
 ) -> RequestRecord:
     record = RequestRecord(start=time.perf_counter(), prompt_index=prompt_index)
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(timeout) as deadline:
             async with client.stream("POST", f"{base_url}/v1/chat/completions", json=body) as response:
                 record.status = str(response.status_code)
                 if response.status_code != 200:
                     record.error = (await response.aread()).decode(errors="replace")[:500]
                 else:
-                    lines = response.aiter_lines()
+                    lines = sse_lines(response)
                     async for line in lines:
                         record.feed(line, time.perf_counter())
                         if record.status == "stream_error":
                             break
                         if record.done:
                             record.end = time.perf_counter()
-                            # Read what follows [DONE] (normally nothing), so the connection goes back
-                            # to the pool; a server or proxy that holds it open is not waited for.
-                            with contextlib.suppress(TimeoutError):
+                            # The answer is complete: the deadline no longer applies. Read what follows
+                            # [DONE] (normally nothing), so the connection goes back to the pool; a server
+                            # or proxy that holds it open is not waited for.
+                            deadline.reschedule(None)
+                            with contextlib.suppress(TimeoutError, httpx.HTTPError):
                                 async with asyncio.timeout(DRAIN_S):
                                     async for _ in lines:
                                         pass
@@ -382,6 +384,20 @@ def plot(reports: Sequence[dict[str, Any]], path: Path, title: str) -> None:
         for q, style in (("p50", "o-"), ("p95", "s--")):
             ys = [r[key][q] if r[key][q] is not None else float("nan") for r in reports]
             ax.plot(xs, ys, style, label=f"{name} {q}")
+        # Latencies are of the answered requests only: each level says how many those were, in red
+        # where some failed (a server refusing most requests would otherwise look fast).
+        for x, r in zip(xs, reports, strict=True):
+            t = r["throughput"]
+            failed = t["completed"] < t["requests"]
+            ax.annotate(
+                f"{t['completed']}/{t['requests']} ok",
+                (x, 0),
+                xytext=(0, 4),
+                textcoords="offset points",
+                ha="center",
+                fontsize=7,
+                color="red" if failed else "gray",
+            )
         ax.set_xlabel("concurrency (closed loop)" if closed else "arrival rate, requests/s (open loop)")
         ax.set_ylabel("ms")
         ax.set_xticks(xs)
@@ -432,12 +448,20 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1, help="unmeasured requests before each load level")
     parser.add_argument("--timeout", type=float, default=300, help="seconds for one whole request")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--json",
+        type=Path,
+        help="write the report here: one level's keys at the top (load, model, status_counts, errors, ttft_ms, "
+        "tpot_ms, itl_ms, e2e_ms as mean/p50/p95/p99, throughput, prompt_tokens_by_prompt, machine), and "
+        "every level's in `runs`, also when there is one",
+    )
     parser.add_argument("--png", type=Path)
     args = parser.parse_args()
     loads = parse_loads(args.concurrency, args.rate)
-    if args.requests < 1 or args.warmup < 0 or args.max_tokens < 1 or args.timeout <= 0:
-        parser.error("--requests and --max-tokens must be at least 1, --warmup at least 0, --timeout above 0")
+    if args.requests < 1 or args.warmup < 0 or args.max_tokens < 1 or args.prompt_tokens < 1:
+        parser.error("--requests, --max-tokens and --prompt-tokens must be at least 1, --warmup at least 0")
+    if not 0 < args.timeout < math.inf:
+        parser.error(f"--timeout must be a number of seconds above 0, not {args.timeout}")
     if not args.base_url.startswith(("http://", "https://")):
         parser.error(f"--base-url {args.base_url!r}: give the scheme too, e.g. http://{args.base_url}")
     base = args.base_url.rstrip("/").removesuffix("/v1")
@@ -482,7 +506,9 @@ def main() -> None:
         r["machine"] = host  # the load client's; the server's only when both run on one machine
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        out = reports[0] if len(reports) == 1 else {"machine": host, "model": reports[0]["model"], "runs": reports}
+        top = reports[0] if len(reports) == 1 else {"machine": host, "model": reports[0]["model"]}
+        out = {**top, "runs": reports}
+        out["settings"] = {"seed": args.seed, "timeout_s": args.timeout, "warmup": args.warmup}
         args.json.write_text(json.dumps(out, indent=2))
     if args.png:
         title = (

@@ -40,10 +40,11 @@ def _text(value: object) -> str:
 
 
 def _question(row: object, where: str) -> str | None:
-    """The row's prompt; None for a conversation without a user turn (ShareGPT files hold empty ones and
-    ones that start with the model's turn: such rows are skipped, as vLLM's benchmark skips them)."""
+    """The row's prompt: its first prompt field with text, or the first user turn of its conversation.
+    None for a row with no text to send (an empty prompt, or a conversation without a user turn: ShareGPT
+    files hold such rows); those are left out, as vLLM's benchmark leaves out prompts too short to use."""
     if isinstance(row, str):
-        return row
+        return row if row.strip() else None
     if isinstance(row, dict):
         for name in QUESTION_FIELDS:
             if _text(row.get(name)).strip():
@@ -51,8 +52,9 @@ def _question(row: object, where: str) -> str | None:
         turns = row.get("messages") if "messages" in row else row.get("conversations")
         for turn in turns or []:
             if isinstance(turn, dict) and (turn.get("role") or turn.get("from")) in ("user", "human"):
-                return _text(turn.get("content") or turn.get("value"))
-        if isinstance(turns, list):
+                text = _text(turn.get("content") or turn.get("value"))
+                return text if text.strip() else None
+        if isinstance(turns, list) or any(name in row for name in QUESTION_FIELDS):
             return None
     raise SystemExit(
         f"{where}: no prompt found; a row needs one of the fields {', '.join(QUESTION_FIELDS)}, "
@@ -63,13 +65,16 @@ def _question(row: object, where: str) -> str | None:
 def load_questions(path: Path) -> list[str]:
     """Prompts from JSONL, a JSON array (ShareGPT-style files included), CSV with a header row, or a
     plain file with one question per line. See `QUESTION_FIELDS` for where a row's prompt may be.
-    Conversations without a user turn are left out, and their count printed."""
+    Rows with nothing to send (an empty prompt, a conversation without a user turn) are left out, and
+    their count printed."""
     found = _load_questions(path)
     questions = [q for q in found if q is not None]
     if skipped := len(found) - len(questions):
-        print(f"{path}: left out {skipped} of {len(found)} conversations with no user turn", file=sys.stderr)
+        print(
+            f"{path}: left out {skipped} of {len(found)} rows with no prompt (empty, or no user turn)", file=sys.stderr
+        )
     if not questions:
-        raise SystemExit(f"{path}: no prompts in it (no conversation has a user turn)")
+        raise SystemExit(f"{path}: no prompts in it")
     return questions
 
 
@@ -78,13 +83,14 @@ def _load_questions(path: Path) -> Sequence[str | None]:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines:
         raise SystemExit(f"{path}: no prompts in it")
-    if path.suffix == ".csv":
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
         rows = list(csv.DictReader(io.StringIO(text)))
         return [
             _question({k.strip().lower(): v for k, v in row.items() if k}, f"{path}:{i + 2}")
             for i, row in enumerate(rows)
         ]
-    if path.suffix == ".json" or lines[0].startswith("["):
+    if suffix == ".json" or lines[0].startswith("["):
         parsed: object
         try:
             parsed = json.loads(text)
@@ -94,9 +100,17 @@ def _load_questions(path: Path) -> Sequence[str | None]:
             return [_question(row, f"{path}[{i}]") for i, row in enumerate(parsed)]
         if parsed is not None:
             raise SystemExit(f"{path}: a JSON dataset must be an array of rows")
-    if path.suffix in (".jsonl", ".json") or lines[0].startswith("{"):
+    if suffix in (".jsonl", ".json") or _is_json_object(lines[0]):
         return [_question(_json_line(line, f"{path}:{i + 1}"), f"{path}:{i + 1}") for i, line in enumerate(lines)]
     return lines
+
+
+def _is_json_object(line: str) -> bool:
+    """Whether a plain file's first line makes it JSONL (a prompt may start with "{" too)."""
+    try:
+        return isinstance(json.loads(line), dict)
+    except json.JSONDecodeError:
+        return False
 
 
 def _json_line(line: str, where: str) -> object:

@@ -86,3 +86,17 @@ async def test_the_engine_tokenizes_the_prompt_as_ripple_counts_it(tmp_path: Pat
     (ids,) = seen
     assert ids[0] == bos and ids[1] != bos
     assert deltas[-1].prompt_tokens == len(ids) == await generator.count_prompt_tokens(messages)
+
+
+@pytest.mark.parametrize("tokens", [None, 512])
+def test_the_step_budget_reaches_vllms_scheduler(tokens: int | None, tmp_path: Path) -> None:
+    settings = Settings(engine_max_batched_tokens=tokens, qdrant_path=tmp_path / "qdrant")
+    generator = VllmGenerator(
+        resolve_chat_model(settings.model, settings.cache_dir),
+        served_name=settings.served_model_name,
+        dtype="float32",
+        max_batched_tokens=settings.engine_max_batched_tokens,
+    )
+    scheduler = generator.engine_args().create_engine_config().scheduler_config
+    assert scheduler.enable_chunked_prefill
+    assert scheduler.max_num_batched_tokens == (tokens or 2048), "unset leaves vLLM's CPU default"

@@ -233,10 +233,28 @@ def test_conversations_without_a_user_turn_are_left_out_and_counted(
     sharegpt = tmp_path / "sharegpt.json"
     sharegpt.write_text(json.dumps(rows))
     assert load_questions(sharegpt) == ["N?"]
-    assert "left out 2 of 3 conversations with no user turn" in capsys.readouterr().err
+    assert "left out 2 of 3 rows with no prompt (empty, or no user turn)" in capsys.readouterr().err
     sharegpt.write_text(json.dumps(rows[:2]))
-    with pytest.raises(SystemExit, match="no conversation has a user turn"):
+    with pytest.raises(SystemExit, match="no prompts in it"):
         load_questions(sharegpt)
+
+
+@pytest.mark.parametrize(
+    "name,content,expected",
+    [
+        ("strings.json", '["A?", "", "  "]', ["A?"]),
+        ("empty.jsonl", '{"question": ""}\n{"question": "B?"}\n', ["B?"]),
+        ("turn.json", json.dumps([{"conversations": [{"from": "human", "value": ""}]}, {"text": "C?"}]), ["C?"]),
+        ("UPPER.CSV", 'Prompt,category\n"Hello, world?",x\n', ["Hello, world?"]),
+        ("curly.txt", "{curly} braces in a prompt?\nD?\n", ["{curly} braces in a prompt?", "D?"]),
+    ],
+)
+def test_empty_prompts_are_left_out_and_a_files_kind_is_not_misread(
+    tmp_path: Path, name: str, content: str, expected: list[str]
+) -> None:
+    dataset = tmp_path / name
+    dataset.write_text(content, encoding="utf-8")
+    assert load_questions(dataset) == expected
 
 
 def test_load_levels_must_be_above_zero() -> None:
@@ -439,9 +457,47 @@ async def test_reading_stops_at_done_and_the_api_key_is_sent() -> None:
     assert server.auth == ["Bearer sk-test", "Bearer sk-test"]
 
 
+async def test_an_answer_with_unicode_line_separators_is_read_whole() -> None:
+    """U+2028, U+2029 and U+0085 arrive unescaped inside the JSON (Ripple and vLLM send them so); SSE
+    splits lines only at CR and LF, so they are text, not line breaks."""
+    text = "one\u2028two\u2029three\x85four"
+    raw = {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": text}}]}
+    first = "data: " + json.dumps(raw, ensure_ascii=False)
+    assert "\u2028" in first and len(first.splitlines()) == 4, "sent unescaped: str.splitlines would cut it"
+    body = first + "\r\n\r\n" + chunk({}, finish="stop") + "\n\ndata: [DONE]\n\n"
+    report = await run_scripted(Scripted(body))
+    assert report["status_counts"] == {"200": 2}, report["errors"]
+
+
+async def test_a_finished_answer_is_not_a_timeout_while_the_connection_lingers() -> None:
+    body = chunk({"content": "a"}) + "\n\n" + chunk({}, finish="stop") + "\n\ndata: [DONE]\n\n"
+    report = await run_scripted(Scripted(body, linger=1.0), timeout=0.2)
+    assert report["status_counts"] == {"200": 2}, report["errors"]
+
+
 async def test_warm_up_and_measured_requests_use_different_prompts() -> None:
     body = chunk({"content": "a"}) + "\n\n" + chunk({}, finish="stop") + "\n\ndata: [DONE]\n\n"
     server = Scripted(body)
     report = await run_scripted(server, warmup=1, first_prompt=1)
     assert server.prompts == ["q1", "q2", "q3"], "warm-up first, then the prompts after it"
     assert report["prompt_tokens_by_prompt"] == {}
+
+
+def test_compare_gives_no_ratio_for_a_load_that_was_not_all_answered() -> None:
+    """A side that refused most requests (429s) would look fast on the few it answered."""
+    from benchmarks.compare import ratios
+
+    def report(status: dict[str, int], tps: float, ttft: float) -> dict[str, Any]:
+        return {
+            "load": {"mode": "closed", "concurrency": 8},
+            "status_counts": status,
+            "errors": [],
+            "throughput": {"output_tokens_per_s": tps, "prompt_tokens_mean": 100.0},
+            "ttft_ms": {"p50": ttft},
+            "retrieval_mean_ms": 10.0,
+        }
+
+    row = ratios(report({"200": 24}, 90.0, 130.0), report({"200": 24}, 100.0, 100.0))
+    assert row["throughput_ratio"] == pytest.approx(0.9) and row["ttft_p50_added_beyond_retrieval_ms"] == 20.0
+    with pytest.raises(SystemExit, match=r"Ripple at c=8: not every request was answered \({'200': 4, '429': 20}"):
+        ratios(report({"200": 4, "429": 20}, 100.0, 30.0), report({"200": 24}, 100.0, 100.0))
