@@ -37,6 +37,21 @@ _SENTENCE = re.compile(
     r"(?P<sentence>.+?(?<![.!?])[.!?]+(?:\s*\[\d+(?:\s*,\s*\d+)*\])*)(?=\s|$)|(?P<fragment>.+$)", re.DOTALL
 )
 _CITATION = re.compile(r"\[\d+(?:\s*,\s*\d+)*\]")
+# A sentence's end mark with its citations, the blanks after them and a citation under way, at the end
+# of a text.
+_CLOSING = re.compile(r"[.!?]+(?:\s*\[\d+(?:\s*,\s*\d+)*\])*(\s*)(\[[\d\s,]*)?\Z")
+
+
+def settled(text: str, end: int, start: int = 0) -> int:
+    """The last cut at or before `end` after which `Groundedness.flag` on `text[:cut]` agrees with the
+    flag on `text` and on any text that follows it: not right after a sentence's end mark or citations
+    (the text may go on without a blank: "Yes!AKIA..."), nor after the blank that follows them unless the
+    next character is known and opens no citation, nor inside a citation. `start`: text before it is
+    settled."""
+    m = _CLOSING.search(text, start, end)
+    if m and (m.group(2) is not None or not m.group(1) or end == len(text) or text[end] == "["):
+        return m.start()
+    return end
 
 
 class Groundedness:

@@ -6,24 +6,25 @@
 Input rails run concurrently with retrieval; a refusal cancels the retrieval. The retrieval rail
 then cleans the chunks (hidden characters) and leaves out those carrying planted instructions. When the guard has
 output rails, streamed text is held until its window has passed them, so nothing unchecked reaches
-the client. Windows are cut at word boundaries (a word is never split, unless it alone is longer
-than 512 characters, so a rail sees a secret whole) and grow from `stream_first_window_chars`
-to `stream_window_chars`. The first window's check starts as soon as its first word may be complete
-and runs while the engine generates the next token; when that token starts with whitespace, the word
-was whole and its verdict is already there (otherwise the check is dropped; after two such checks
-the window waits for its word to end). Without output rails each delta passes straight through.
+the client. Windows end only where the rails have settled the text (`_settled`: never inside a word, an
+address, a run of digit groups or a private key block, nor between a sentence's end and its citations),
+so a rail sees a secret whole and the stream is the unstreamed answer; they grow from
+`stream_first_window_chars` to `stream_window_chars`. The first window's check starts as soon as its
+first word may be complete and runs while the engine generates the next token; when that token starts
+with whitespace, the word was whole and its verdict is already there (otherwise the check is dropped;
+after two such checks the window waits for its word to end). Without output rails each delta passes straight through.
 The HTTP framing lives in `runtime.api`, not here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import AsyncGenerator, Awaitable
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 
+from guards import grounding, masking
 from guards.protocol import Guard, Verdict
 from indexer.retriever import Retriever
 from indexer.store import Filter, Mode, StoreError
@@ -246,17 +247,24 @@ class ChatService:
                             released, pending = released + pending, ""
                         continue
                     cut, check = 0, None
+                    settled = _settled(released, pending)
                     if early is not None and len(pending) > len(early_text):
-                        # Whitespace after the early check's text ends a window there: its verdict is the
-                        # window's. Otherwise the word went on and that verdict is of no use.
-                        if _window_cut(pending[: len(early_text) + 1], largest) == len(early_text) + 1:
+                        # A window may end where the early check's text does now (the word ended): its
+                        # verdict is the window's. Otherwise the word went on and that verdict is of no use.
+                        if _settled(released, pending, len(early_text)) == len(early_text):
                             cut, check = len(early_text), early
                         else:
                             _drop(early)
                         early = None
                     if not cut and len(pending) >= window:
-                        cut = _window_cut(pending, largest)
-                        if not cut and early_checks and not released and _may_end_a_window(pending, largest):
+                        cut = _window_cut(pending, settled)
+                        if (
+                            not cut
+                            and early is None
+                            and early_checks
+                            and not released
+                            and _may_end_a_window(released, pending)
+                        ):
                             # One word so far: check it now, while the engine generates the next token.
                             early_checks -= 1
                             early_text = pending
@@ -305,9 +313,27 @@ _EARLY_CHECKS = 2
 longer word; after that the word's check waits for it to end (each dropped check is wasted work)."""
 
 
-def _may_end_a_window(text: str, largest: int) -> bool:
-    """Whether whitespace right after `text` would end a window there."""
-    return _window_cut(text + " ", largest) == len(text) + 1
+def _settled(released: str, pending: str, end: int | None = None) -> int:
+    """How much of `pending` the output rails have settled: Ripple's rails rewrite the answer so far
+    (masking, the groundedness flag), and a window may only end where no text to come can change what
+    they make of the text before it (not inside an address, a card number or a key that may still be
+    arriving, nor between a sentence's end and citations that may follow it). Sent text is never taken
+    back, so this is what keeps a streamed answer the same as the unstreamed one, secrets masked whole.
+    `end`: the latest cut wanted, in `pending`."""
+    text = released + pending
+    start = len(released)
+    cut, before = masking.settled(text, start), -1
+    if end is not None:
+        cut = min(cut, start + end)
+    while cut != before:  # each step moves the cut back, out of what one rail or the other would change
+        before = cut
+        cut = masking.run_start(text, grounding.settled(text, cut, start), start)
+    return cut - start
+
+
+def _may_end_a_window(released: str, pending: str) -> bool:
+    """Whether whitespace right after `pending` would let a window end after it."""
+    return _settled(released, pending + " ", len(pending)) == len(pending)
 
 
 def _drop(task: asyncio.Task[Verdict]) -> None:
@@ -326,24 +352,8 @@ def _passed(verdict: Verdict, sent: str, piece: str) -> str | None:
     return verdict.content[len(sent) :] if verdict.content.startswith(sent) else None
 
 
-# A cut goes after whitespace that follows neither a digit nor a dash, so a number written in groups
-# ("4111 1111 1111 1111") reaches the rails whole, like a word.
-_CUT = re.compile(r"(?<![\d-])[ \n]")
-
-
-_LONGEST_WORD = 512
-"""A "word" this long (no whitespace at all) is cut anyway, so a stream without spaces still moves."""
-
-
-def _window_cut(text: str, largest: int) -> int:
-    """Where to cut a window of `text`, 0 for not yet: after its last whitespace (the word after it may
-    still grow), but never after whitespace that follows a digit or dash unless the text fills the
-    `largest` window, and inside a word only when it reaches _LONGEST_WORD. Never after blanks alone
-    (a window of blanks would cost a check for nothing)."""
+def _window_cut(text: str, settled: int) -> int:
+    """Where to cut a window of `text`: at the end of what the rails have settled (`settled`), 0 for not
+    yet. Never after blanks alone (a window of blanks would cost a check for nothing)."""
     blanks = len(text) - len(text.lstrip())
-    cut = max((m.end() for m in _CUT.finditer(text)), default=0)
-    if cut <= blanks and len(text) >= largest:
-        cut = max(text.rfind(" "), text.rfind("\n")) + 1
-    if cut <= blanks and len(text) >= _LONGEST_WORD:
-        cut = len(text)
-    return cut if cut > blanks else 0
+    return settled if settled > blanks else 0

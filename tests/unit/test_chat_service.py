@@ -9,14 +9,15 @@ from pathlib import Path
 from guards import DEFAULT_CONFIG
 from guards.evaluation import no_llm
 from guards.fake import FakeGuard
+from guards.grounding import FLAG
 from guards.nemo import NemoGuard
 from guards.protocol import Guard
 from indexer.embedder import HashingEmbedder
 from indexer.pipeline import Indexer
 from indexer.retriever import QdrantRetriever
 from indexer.store import InMemoryStore
-from runtime.chat import REFUSAL, ChatService, FinishEvent, TextEvent
-from runtime.generation import Delta, FakeGenerator
+from runtime.chat import REFUSAL, ChatService, FinishEvent, Prepared, TextEvent
+from runtime.generation import Delta, FakeGenerator, SamplingOptions
 from runtime.metrics import Metrics
 from runtime.schemas import ChatCompletionRequest
 from runtime.settings import Settings
@@ -292,10 +293,14 @@ async def test_early_checks_stop_after_two_and_never_send_a_blank_window(setting
     service.generator.generate = scripted("Hi", " abcdefghijkl")  # type: ignore[method-assign]
     texts = [e.text async for e in service.events(prepared, "e6", stream=True) if isinstance(e, TextEvent)]
     assert texts == ["Hi", " abcdefghijkl"]
-    # ...and a word of 512 characters or more after that space is still cut, so the stream moves.
+    # ...and a run of word or address characters, however long (a key may be), goes out only once it has
+    # ended: at a blank, or at punctuation in text written without blanks.
     service.generator.generate = scripted("Hi", " " + "x" * 600, "yz", " end")  # type: ignore[method-assign]
     texts = [e.text async for e in service.events(prepared, "e7", stream=True) if isinstance(e, TextEvent)]
-    assert texts == ["Hi", " " + "x" * 600 + "yz", " end"]
+    assert texts == ["Hi", " " + "x" * 600 + "yz ", "end"]
+    service.generator.generate = scripted("Hi", " 中文中文中文", "中文，中文", "中文。")  # type: ignore[method-assign]
+    texts = [e.text async for e in service.events(prepared, "e8", stream=True) if isinstance(e, TextEvent)]
+    assert texts == ["Hi", " 中文中文中文中文，", "中文中文。"]
 
 
 async def test_the_first_windows_hold_is_measured_once_per_stream(settings: Settings) -> None:
@@ -319,3 +324,104 @@ async def test_the_first_windows_hold_is_measured_once_per_stream(settings: Sett
     samples = {s.name: s.value for s in hold.collect()[0].samples}
     count, total = samples["ripple_first_window_seconds_count"], samples["ripple_first_window_seconds_sum"]
     assert count == 1 and 0.05 <= total < 1.0
+
+
+def pieces_of(*parts: str, pause: bool = False):  # type: ignore[no-untyped-def]
+    """A generator streaming `parts` as its deltas; `pause` yields to the loop between them, so an early
+    check started meanwhile may finish."""
+
+    async def generate(request_id: str, messages: object, options: object):  # type: ignore[no-untyped-def]
+        for i, part in enumerate(parts):
+            if pause:
+                await asyncio.sleep(0)
+            yield Delta(text=part, finish_reason="stop" if i == len(parts) - 1 else None)
+
+    return generate
+
+
+async def streamed_and_not(service: ChatService, parts: list[str], pause: bool = False) -> tuple[str, str, str, str]:
+    out = []
+    for stream in (True, False):
+        service.generator.generate = pieces_of(*parts, pause=pause)  # type: ignore[method-assign]
+        prepared = Prepared(conversation=[{"role": "user", "content": "q"}], options=SamplingOptions(max_tokens=64))
+        events = [e async for e in service.events(prepared, "w", stream=stream)]
+        assert isinstance(events[-1], FinishEvent)
+        out += ["".join(e.text for e in events if isinstance(e, TextEvent)), events[-1].finish_reason]
+    return out[0], out[1], out[2], out[3]
+
+
+async def test_windows_end_only_where_the_rails_cannot_change_their_minds(settings: Settings) -> None:
+    """Real NeMo rails, answers a reviewer built to break the windows, one character per delta: a private
+    key header with spaces in it, a list of card numbers, an address in text without spaces (CJK, or
+    words joined by no-break spaces), and a citation after a sentence's end. Each used to send part of a
+    secret (or a flag in the wrong place) and end in content_filter; the stream must equal the answer."""
+    guard = NemoGuard(DEFAULT_CONFIG, no_llm, embed=EMBED)
+    await guard.start()
+    key = "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEAq1b2\n-----END RSA PRIVATE KEY-----"
+    pgp = "-----BEGIN PGP PRIVATE KEY BLOCK-----\nlQOYBF\n-----END PGP PRIVATE KEY BLOCK-----"
+    cards = "Test cards:\n4111 1111 1111 1111\n- 5500 0000 0000 0004\nUse any."
+    cases = {
+        f"Key: {key} ok": "Key: [PRIVATE KEY] ok",
+        pgp: "[PRIVATE KEY]",
+        cards: "Test cards:\n[CARD NUMBER]\n- [CARD NUMBER]\nUse any.",
+        "中" * 500 + "邮箱：ana.lima@example.com。": "中" * 500 + "邮箱：[EMAIL]。",
+        "word\u00a0" * 100 + "ana.lima@example.com\u00a0x": "word\u00a0" * 100 + "[EMAIL]\u00a0x",
+        "See https://example.com/" + "a" * 470 + "?token=sk-ABCDEFGHIJKLMNOPQRSTUVWXYZ012345 now.": None,
+        "Yes!AKIAABCDEFGHIJKLMNOP ok": "Yes![API KEY] ok",  # no sentence end either: "!" not followed by a blank
+        "Mail ana.lima@example.com４１１１ now": "Mail ana.lima@example.com４１１１ now",  # no address end
+    }
+    for window in (16, 40):
+        service = await make_service(
+            settings.model_copy(update={"stream_first_window_chars": 1, "stream_window_chars": window}), guard, "x"
+        )
+        for answer, masked in cases.items():
+            streamed, finish, whole, whole_finish = await streamed_and_not(service, list(answer))
+            assert (streamed, finish) == (whole, whole_finish) == (streamed, "stop"), (window, answer[:40], streamed)
+            if masked is not None:
+                assert whole.removesuffix(FLAG) == masked
+            else:
+                assert "sk-" not in whole and "[API KEY]" in whole
+    # The groundedness flag: a citation after the sentence's end, cut after the blank, flagged the sentence
+    # before the citation when streamed and after it when not.
+    service = await make_service(settings.model_copy(update={"stream_first_window_chars": 1}), guard, "x")
+    answer = "Ok so so elephants migrate across the dry savanna each winter. [1] They travel far."
+    for size in (1, 2, 3, 5):
+        parts = [answer[i : i + size] for i in range(0, len(answer), size)]
+        streamed, finish, whole, whole_finish = await streamed_and_not(service, parts)
+        assert (streamed, finish) == (whole, whole_finish) and "winter. [1]" + FLAG in whole, (size, streamed)
+
+
+async def test_random_answers_stream_exactly_as_they_answer(settings: Settings) -> None:
+    """Seeded random answers of words, secrets, blanks of several kinds, sentence ends and citations, cut
+    into random deltas, through the real NeMo rails at three window sizes: every stream must be the
+    unstreamed answer (so no secret the whole answer masks is ever sent in part)."""
+    import random
+
+    guard = NemoGuard(DEFAULT_CONFIG, no_llm, embed=EMBED)
+    await guard.start()
+    words = ["the", "key", "is", "Pay", "with", "3", "12", "-", "ok.", "Yes!", "e.g.", "[1]", "[2].", "1-2", "x@",
+             "@y", "-----", "שלום", "مرحبا", "winter.", "中文", "\u200b", "[1,", "４１"]  # fmt: skip
+    secrets = ["ana.lima@example.com", "4111 1111 1111 1111", "4111-1111-1111-1111", "5500 0000 0000 0004",
+               "sk-ABCDEFGHIJKLMNOPQRSTUVWX12", "AKIAABCDEFGHIJKLMNOP", "ghp_" + "b" * 36, "xoxp-1234567890abc",
+               "378282246310005", "(bob.o'neil@example.co.uk)",
+               "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEE\n-----END EC PRIVATE KEY-----"]  # fmt: skip
+    blanks = [" ", " ", " ", "", "\n", "\u00a0", "\t"]
+    rng = random.Random(7)
+    for window in (12, 40, 512):
+        service = await make_service(
+            settings.model_copy(update={"stream_first_window_chars": 1, "stream_window_chars": window}), guard, "x"
+        )
+        for _ in range(60):
+            parts = [
+                rng.choice(secrets) if rng.random() < 0.25 else rng.choice(words) for _ in range(rng.randint(1, 20))
+            ]
+            answer = "".join(p + rng.choice(blanks) for p in parts)
+            if not answer.strip():
+                continue
+            size, deltas, at = rng.choice([1, 2, 3, 5, 8]), [], 0
+            while at < len(answer):
+                step = rng.randint(1, size)
+                deltas.append(answer[at : at + step])
+                at += step
+            streamed, finish, whole, whole_finish = await streamed_and_not(service, deltas, pause=rng.random() < 0.5)
+            assert (streamed, finish) == (whole, whole_finish), (window, answer, deltas)
