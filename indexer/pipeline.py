@@ -94,6 +94,18 @@ def walk(paths: Iterable[Path], failed: list[dict[str, str]]) -> Iterator[Path]:
                     yield Path(dirpath) / name
 
 
+def _walked_into(source: str, root: str) -> bool:
+    """Whether walking `root` (a source name, "." for the working directory) would reach `source`: inside
+    it, and through no hidden folder or file, which `walk` skips (so `--prune .` keeps uploads kept in
+    `.ripple/uploads`)."""
+    if source == root:
+        return True
+    prefix = "" if root == "." else root.rstrip("/") + "/"
+    if not source.startswith(prefix) or (not prefix and source.startswith("/")):
+        return False
+    return not any(part.startswith(".") for part in source[len(prefix) :].split("/"))
+
+
 @dataclass
 class _Doc:
     source: str
@@ -196,8 +208,7 @@ class Indexer:
             walked = {doc_id_for(source_name(f)) for f in files}
             under = [source_name(r) for r in roots]
             for doc_id, source in sorted(sources.items(), key=lambda kv: kv[1]):
-                inside = any(source == u or source.startswith(u.rstrip("/") + "/") for u in under)
-                if doc_id not in walked and inside:
+                if doc_id not in walked and any(_walked_into(source, u) for u in under):
                     await self.store.delete_document(version, doc_id)
                     summary.deleted.append(source)
         return await self._finish(summary, published, started)

@@ -32,6 +32,8 @@ from runtime.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+_UPLOADS = "/v1/documents"
+
 
 def create_app(settings: Settings, *, components: Components | None = None) -> FastAPI:
     @asynccontextmanager
@@ -62,7 +64,16 @@ def create_app(settings: Settings, *, components: Components | None = None) -> F
     app.include_router(documents_router)
     install_error_handlers(app)
 
-    app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_kb * 1024, exempt=("/v1/documents",))
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_kb * 1024, exempt=(_UPLOADS,))
+    # Uploads have their own, larger bound, also enforced before the body is read (or spooled to disk):
+    # the file's limit plus room for the multipart framing around it.
+    app.add_middleware(
+        BodyLimitMiddleware,
+        limit=settings.max_upload_mb * 1024 * 1024 + 64 * 1024,
+        only=(_UPLOADS,),
+        message=f"the upload is over {settings.max_upload_mb} MiB (RIPPLE_MAX_UPLOAD_MB): send a smaller file, "
+        "or raise the limit",
+    )
     app.add_middleware(RequestIdMiddleware)
     return app
 
@@ -75,19 +86,32 @@ class BodyLimitMiddleware:
     """Refuse request bodies over `limit` bytes with 413, before the route reads or parses them: by their
     Content-Length when they declare one, else as soon as the bytes received pass the limit."""
 
-    def __init__(self, app: ASGIApp, limit: int, exempt: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        limit: int,
+        *,
+        exempt: tuple[str, ...] = (),
+        only: tuple[str, ...] = (),
+        message: str | None = None,
+    ) -> None:
         self.app = app
         self.limit = limit
         self.exempt = exempt
-
-    def _too_large(self) -> PayloadTooLargeError:
-        return PayloadTooLargeError(
-            f"the request body is over {self.limit // 1024} KiB (RIPPLE_MAX_REQUEST_KB): send less context, "
+        self.only = only  # when set, the paths this bound applies to (else: every path not exempt)
+        self.message = message or (
+            f"the request body is over {limit // 1024} KiB (RIPPLE_MAX_REQUEST_KB): send less context, "
             "or raise the limit"
         )
 
+    def _too_large(self) -> PayloadTooLargeError:
+        return PayloadTooLargeError(self.message)
+
+    def _applies(self, path: str) -> bool:
+        return path.startswith(self.only) if self.only else not path.startswith(self.exempt)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(self.exempt):
+        if scope["type"] != "http" or not self._applies(scope["path"]):
             await self.app(scope, receive, send)
             return
         declared = Headers(scope=scope).get("content-length")

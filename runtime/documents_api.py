@@ -9,6 +9,7 @@ whole collection is a `ripple index` job, not a request.
 from __future__ import annotations
 
 import re
+import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,7 +19,7 @@ from fastapi.responses import JSONResponse
 from indexer.loaders import SUFFIXES
 from indexer.pipeline import Indexer, doc_id_for, source_name
 from runtime.errors import BadRequestError, ConflictError, NotFoundError, PayloadTooLargeError
-from runtime.jobs import JobRunner
+from runtime.jobs import Job, JobRunner
 from runtime.settings import Settings
 
 router = APIRouter()
@@ -43,11 +44,20 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
+_MAX_NAME = 200
+"""Characters of an uploaded file's name (file systems allow 255 bytes, and the name is kept as it is)."""
+
+
 @router.post("/v1/documents", status_code=202)
 async def upload(file: UploadFile, indexer: IndexerDep, jobs: Jobs, settings: SettingsDep) -> JSONResponse:
     name = _SAFE_NAME.sub("_", Path(file.filename or "").name).lstrip(".")
     if not name or Path(name).suffix.lower() not in SUFFIXES:
         raise BadRequestError(f"upload a file named with one of {', '.join(sorted(SUFFIXES))}", param="file")
+    if len(name) > _MAX_NAME:
+        raise BadRequestError(
+            f"the file name has {len(name)} characters, over the {_MAX_NAME} Ripple keeps: rename the file",
+            param="file",
+        )
     published = await indexer.store.published()
     if published is not None and published != indexer.version:
         raise ConflictError(
@@ -58,7 +68,9 @@ async def upload(file: UploadFile, indexer: IndexerDep, jobs: Jobs, settings: Se
     limit = settings.max_upload_mb * 1024 * 1024
     settings.upload_dir.mkdir(parents=True, exist_ok=True)
     target = settings.upload_dir / name
-    partial = target.with_name(f".{name}.part")
+    # Each upload writes a file of its own (two uploads of one name at once must not share one), hidden
+    # from `ripple index` until it is complete.
+    partial = settings.upload_dir / f".{uuid.uuid4().hex}.part"
     size = 0
     with partial.open("wb") as out:
         while chunk := await file.read(1 << 20):
@@ -66,14 +78,34 @@ async def upload(file: UploadFile, indexer: IndexerDep, jobs: Jobs, settings: Se
             if size > limit:
                 out.close()
                 partial.unlink(missing_ok=True)
-                raise PayloadTooLargeError(f"the upload is over {settings.max_upload_mb} MB (RIPPLE_MAX_UPLOAD_MB)")
+                raise PayloadTooLargeError(
+                    f"the upload is over {settings.max_upload_mb} MiB (RIPPLE_MAX_UPLOAD_MB): send a smaller file, "
+                    "or raise the limit"
+                )
             out.write(chunk)
+    # The file it replaces is kept aside until the new one is indexed: if it cannot be (empty, not UTF-8,
+    # a broken PDF), the old file comes back, as the index still holds the old text.
+    previous = settings.upload_dir / f".{uuid.uuid4().hex}.previous" if target.exists() else None
+    if previous is not None:
+        target.replace(previous)
     partial.replace(target)
-    job = jobs.submit([target])
     source = source_name(target)
+    job = jobs.submit([target], on_end=lambda job: _keep_or_restore(job, source, target, previous))
     return JSONResponse(
         {"document": {"id": doc_id_for(source), "source": source}, "job": job.as_dict()}, status_code=202
     )
+
+
+def _keep_or_restore(job: Job, source: str, target: Path, previous: Path | None) -> None:
+    """After an upload's job: keep the new file if it was indexed; else put back the file it replaced, or
+    remove it when it replaced none (nothing could list or delete it)."""
+    failed = job.status != "done" or any(f.get("source") == source for f in (job.summary or {}).get("failed", []))
+    if failed and previous is not None:
+        previous.replace(target)
+    elif failed:
+        target.unlink(missing_ok=True)
+    elif previous is not None:
+        previous.unlink(missing_ok=True)
 
 
 @router.get("/v1/jobs/{job_id}")
@@ -97,12 +129,20 @@ async def list_documents(indexer: IndexerDep, jobs: Jobs) -> dict[str, Any]:
         for path in job.paths:
             source = source_name(Path(path))
             if doc_id_for(source) not in listed:
+                listed.add(doc_id_for(source))
                 docs.append({"id": doc_id_for(source), "source": source, "chunks": 0, "status": job.status})
     return {"object": "list", "collection": indexer.store.alias, "version": version, "data": docs}
 
 
 @router.delete("/v1/documents/{doc_id}")
-async def delete_document(doc_id: str, indexer: IndexerDep, settings: SettingsDep) -> dict[str, Any]:
+async def delete_document(doc_id: str, indexer: IndexerDep, jobs: Jobs, settings: SettingsDep) -> dict[str, Any]:
+    for job in jobs.active():
+        # Deleting now would be undone: the job indexes the file when it runs.
+        if any(doc_id_for(source_name(Path(p))) == doc_id for p in job.paths):
+            raise ConflictError(
+                f"document {doc_id} is being indexed by job {job.id} ({job.status}): delete it once "
+                f"GET /v1/jobs/{job.id} says done"
+            )
     version = await indexer.store.published()
     sources = (await indexer.store.state(version))[1] if version else {}
     if doc_id not in sources:

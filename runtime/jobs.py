@@ -36,9 +36,13 @@ class Job:
     finished_at: float | None = None
     summary: dict[str, Any] | None = None
     error: str | None = None
+    # Run when the job has ended, whatever its outcome (an upload keeps or restores its files by it).
+    on_end: Callable[[Job], None] | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        del out["on_end"]
+        return out
 
 
 class JobRunner:
@@ -62,8 +66,8 @@ class JobRunner:
         if self._queue.full():
             raise OverloadedError(f"{self._queue.qsize()} ingestion jobs are waiting: retry later")
 
-    def submit(self, paths: list[Path]) -> Job:
-        job = Job(id=uuid.uuid4().hex, paths=[str(p) for p in paths])
+    def submit(self, paths: list[Path], on_end: Callable[[Job], None] | None = None) -> Job:
+        job = Job(id=uuid.uuid4().hex, paths=[str(p) for p in paths], on_end=on_end)
         try:
             self._queue.put_nowait(job)
         except asyncio.QueueFull:
@@ -98,3 +102,8 @@ class JobRunner:
                 job.status, job.error = "failed", str(exc)
             finally:
                 job.finished_at = time.time()
+                if job.on_end is not None:
+                    try:
+                        job.on_end(job)
+                    except Exception:
+                        logger.exception("ingestion job %s: tidying its files failed", job.id)

@@ -71,6 +71,23 @@ async def test_prune_removes_documents_whose_files_are_gone_only_under_the_given
     assert sorted(sources.values()) == ["docs/a.md", "other/c.md"]
 
 
+async def test_prune_of_the_working_directory_prunes_but_keeps_hidden_folders(
+    docs: Path, store: VectorStore, tmp_path: Path
+) -> None:
+    """`ripple index --prune .`, the most common call, pruned nothing (no source starts with "./"); it
+    must not prune what `walk` never visits either, such as uploads kept in `.ripple/uploads`."""
+    uploads = tmp_path / ".ripple" / "uploads"
+    uploads.mkdir(parents=True)
+    (uploads / "up.md").write_text("uploaded through the API")
+    indexer = Indexer(HashingEmbedder(), store)
+    await indexer.run([Path("."), uploads])
+    (docs / "b.txt").unlink()
+    pruned = await indexer.run([Path(".")], prune=True)
+    assert pruned.deleted == ["docs/b.txt"]
+    _, sources = await store.state(indexer.version)
+    assert sorted(sources.values()) == [".ripple/uploads/up.md", "docs/a.md"]
+
+
 async def test_a_new_chunker_builds_a_new_version_and_swaps_only_when_complete(docs: Path, store: VectorStore) -> None:
     old = Indexer(HashingEmbedder(), store, ChunkerSettings(max_tokens=200))
     await old.run([docs])
