@@ -60,8 +60,9 @@ class IndexSummary:
 
 
 def source_name(path: Path) -> str:
-    """The path users see in citations: relative to the working directory when under it."""
-    resolved = path.absolute()
+    """The path users see in citations: relative to the working directory when under it, with `..` parts
+    resolved (symbolic links are not: a link's path is its own source)."""
+    resolved = Path(os.path.normpath(path.absolute()))
     try:
         return resolved.relative_to(Path.cwd()).as_posix()
     except ValueError:
@@ -204,6 +205,8 @@ class Indexer:
             files += [Path(s) for s in sorted(set(old_sources.values()) - seen)]
         items: list[Item] = [(source_name(f), functools.partial(parse_file, f)) for f in files]
         await self._ingest(version, items, state, summary, progress)
+        if published is not None and published != version:
+            await self._follow(published, version, {source for source, _ in items}, summary, progress)
         if prune:
             walked = {doc_id_for(source_name(f)) for f in files}
             under = [source_name(r) for r in roots]
@@ -212,6 +215,22 @@ class Indexer:
                     await self.store.delete_document(version, doc_id)
                     summary.deleted.append(source)
         return await self._finish(summary, published, started)
+
+    async def _follow(
+        self, published: str, version: str, tried: set[str], summary: IndexSummary, progress: Progress | None
+    ) -> None:
+        """Bring into the new `version` what reached the published one while it was built (an upload through
+        the API to a shared Qdrant server, say), so publishing it drops nothing: files the new version has
+        not tried are indexed into it. A few rounds, in case more arrive meanwhile."""
+        for _ in range(3):
+            _, now = await self.store.state(published)
+            state, mine = await self.store.state(version)
+            missing = sorted(set(now.values()) - set(mine.values()) - tried)
+            if not missing:
+                return
+            tried.update(missing)
+            items: list[Item] = [(source, functools.partial(parse_file, Path(source))) for source in missing]
+            await self._ingest(version, items, state, summary, progress)
 
     async def _ingest(
         self, version: str, items: list[Item], state: DocState, summary: IndexSummary, progress: Progress | None

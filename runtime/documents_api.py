@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 
 from indexer.loaders import SUFFIXES
 from indexer.pipeline import Indexer, doc_id_for, source_name
-from runtime.errors import BadRequestError, ConflictError, NotFoundError, PayloadTooLargeError
+from runtime.errors import BadRequestError, ConflictError, NotFoundError, OverloadedError, PayloadTooLargeError
 from runtime.jobs import Job, JobRunner
 from runtime.settings import Settings
 
@@ -90,7 +90,14 @@ async def upload(file: UploadFile, indexer: IndexerDep, jobs: Jobs, settings: Se
         target.replace(previous)
     partial.replace(target)
     source = source_name(target)
-    job = jobs.submit([target], on_end=lambda job: _keep_or_restore(job, source, target, previous))
+    try:
+        job = jobs.submit([target], on_end=lambda job: _keep_or_restore(job, source, target, previous))
+    except OverloadedError:  # the queue filled while the file was written: leave the files as they were
+        if previous is not None:
+            previous.replace(target)
+        else:
+            target.unlink(missing_ok=True)
+        raise
     return JSONResponse(
         {"document": {"id": doc_id_for(source), "source": source}, "job": job.as_dict()}, status_code=202
     )

@@ -282,6 +282,11 @@ class Settings(BaseSettings):
                 "RIPPLE_SPECULATIVE_NGRAM_TOKENS applies to the in-process engine only: with RIPPLE_UPSTREAM_URLS "
                 "set, unset it and start the vLLM servers with --speculative-config instead"
             )
+        if self.engine_max_batched_tokens is not None and self.upstream_urls:
+            raise ValueError(
+                "RIPPLE_ENGINE_MAX_BATCHED_TOKENS applies to the in-process engine only: with RIPPLE_UPSTREAM_URLS "
+                "set, unset it and start the vLLM servers with --max-num-batched-tokens instead"
+            )
         if self.qdrant_url is None and self.qdrant_path is None:
             raise ValueError("set RIPPLE_QDRANT_PATH (a local folder) or RIPPLE_QDRANT_URL (a Qdrant server)")
         if self.guards_enabled and not (self.guards_config / "config.yml").is_file():

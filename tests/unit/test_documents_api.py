@@ -104,3 +104,21 @@ def test_uploads_of_one_name_at_once_all_succeed(settings: Settings, components:
     with TestClient(create_app(roomy, components=components)) as client:
         assert client.portal is not None
         assert client.portal.call(at_once, client.app) == [202] * 3
+
+
+def test_an_upload_the_queue_refuses_leaves_the_files_as_they_were(client: TestClient, tmp_path: Path) -> None:
+    """The queue can fill between its check and the job's submission (the file is written in between)."""
+    from runtime.errors import OverloadedError
+
+    good = b"# Notes\n\nKiwis are green.\n"
+    assert finished(client, upload(client, "notes.md", good).json()["job"]["id"])["status"] == "done"
+    jobs = client.app.state.jobs  # type: ignore[attr-defined]
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OverloadedError("64 ingestion jobs are waiting: retry later")
+
+    jobs.submit = full
+    assert upload(client, "notes.md", b"# Notes\n\nKiwis are blue.\n").status_code == 429
+    assert upload(client, "other.md", b"# Other\n\nText.\n").status_code == 429
+    assert sorted(p.name for p in (tmp_path / "uploads").iterdir()) == ["notes.md"]
+    assert (tmp_path / "uploads" / "notes.md").read_bytes() == good

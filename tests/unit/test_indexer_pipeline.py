@@ -6,6 +6,7 @@ import asyncio
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -71,6 +72,13 @@ async def test_prune_removes_documents_whose_files_are_gone_only_under_the_given
     assert sorted(sources.values()) == ["docs/a.md", "other/c.md"]
 
 
+def test_a_source_is_named_the_same_however_its_path_was_written(docs: Path) -> None:
+    from indexer.pipeline import source_name
+
+    here = Path.cwd().name
+    assert source_name(Path(f"../{here}/docs/a.md")) == source_name(Path("docs/./a.md")) == "docs/a.md"
+
+
 async def test_prune_of_the_working_directory_prunes_but_keeps_hidden_folders(
     docs: Path, store: VectorStore, tmp_path: Path
 ) -> None:
@@ -86,6 +94,31 @@ async def test_prune_of_the_working_directory_prunes_but_keeps_hidden_folders(
     assert pruned.deleted == ["docs/b.txt"]
     _, sources = await store.state(indexer.version)
     assert sorted(sources.values()) == [".ripple/uploads/up.md", "docs/a.md"]
+
+
+async def test_a_document_uploaded_while_a_new_version_is_built_is_in_it_when_published(
+    docs: Path, store: VectorStore, tmp_path: Path
+) -> None:
+    """An upload indexed into the published version during a rebuild (through the API, to a shared Qdrant
+    server) was left out of the new version, and publishing it dropped the document."""
+    old = Indexer(HashingEmbedder(), store, ChunkerSettings(max_tokens=200))
+    await old.run([docs])
+    upload = tmp_path / "uploads" / "late.md"
+    upload.parent.mkdir()
+    upload.write_text("arrived during the rebuild")
+    new = Indexer(HashingEmbedder(), store, ChunkerSettings(max_tokens=150))
+    ingest, uploaded = new._ingest, []
+
+    async def ingest_then_an_upload_lands(*args: Any, **kwargs: Any) -> None:
+        await ingest(*args, **kwargs)
+        if not uploaded:
+            uploaded.append(await old.run([upload]))
+
+    new._ingest = ingest_then_an_upload_lands  # type: ignore[method-assign]
+    summary = await new.run([docs])
+    assert summary.published_now and "uploads/late.md" in summary.added
+    _, sources = await store.state(new.version)
+    assert sorted(sources.values()) == ["docs/a.md", "docs/b.txt", "uploads/late.md"]
 
 
 async def test_a_new_chunker_builds_a_new_version_and_swaps_only_when_complete(docs: Path, store: VectorStore) -> None:

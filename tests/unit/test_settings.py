@@ -45,6 +45,8 @@ def test_a_missing_toml_file_is_refused(monkeypatch: pytest.MonkeyPatch) -> None
         ({"RIPPLE_DTYPE": "int3"}, "dtype"),
         ({"RIPPLE_SPECULATIVE_NGRAM_TOKENS": "4", "RIPPLE_UPSTREAM_URLS": "http://a:8000/v1"}, "--speculative-config"),
         ({"RIPPLE_SPECULATIVE_NGRAM_TOKENS": "-1"}, "speculative_ngram_tokens"),
+        ({"RIPPLE_ENGINE_MAX_BATCHED_TOKENS": "512", "RIPPLE_UPSTREAM_URLS": "http://a:8000/v1"}, "--max-num-batched"),
+        ({"RIPPLE_ENGINE_MAX_BATCHED_TOKENS": "64"}, "engine_max_batched_tokens"),
     ],
 )
 def test_bad_settings_name_what_to_change(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], expected: str) -> None:
