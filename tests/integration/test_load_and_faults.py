@@ -341,7 +341,7 @@ def test_sigterm_during_start_up_stops_the_engine_processes_and_exits_0(tmp_path
 
         def engine_starting() -> bool:
             assert proc.poll() is None, log.read_text()[-3000:]
-            return any("EngineCore" in " ".join(p.cmdline()) for p in psutil.Process(proc.pid).children(recursive=True))
+            return any("EngineCore" in _command(p) for p in psutil.Process(proc.pid).children(recursive=True))
 
         wait_for(engine_starting, 300, "the engine core process starting")
         descendants = psutil.Process(proc.pid).children(recursive=True)
@@ -359,6 +359,15 @@ def test_sigterm_during_start_up_stops_the_engine_processes_and_exits_0(tmp_path
     assert not running, f"left behind: {[(p.pid, p.cmdline()) for p in running]}"
 
 
+def _command(proc: psutil.Process) -> str:
+    """A child's name and command line; empty for one that exited meanwhile (a zombie until reaped, or
+    gone), as start-up's short-lived helper processes do."""
+    try:
+        return " ".join([proc.name(), *proc.cmdline()])
+    except psutil.Error:
+        return ""
+
+
 def _running(proc: psutil.Process) -> bool:
     try:
         return proc.status() != psutil.STATUS_ZOMBIE
@@ -368,7 +377,7 @@ def _running(proc: psutil.Process) -> bool:
 
 def engine_core(server: Server) -> psutil.Process:
     children = psutil.Process(server.process.pid).children(recursive=True)
-    cores = [p for p in children if "EngineCore" in p.name() or "EngineCore" in " ".join(p.cmdline())]
+    cores = [p for p in children if "EngineCore" in _command(p)]
     assert cores, f"no EngineCore process among {[p.name() for p in children]}"
     return cores[0]
 
