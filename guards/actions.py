@@ -15,18 +15,25 @@ from guards.checks import contains_secret, looks_like_injection, looks_planted, 
 from guards.grounding import Groundedness
 from guards.injection import default_classifier
 from guards.masking import mask_sensitive
+from guards.views import views
 from indexer.types import Passage
 
 
+def _patterns(text: str) -> bool:
+    return any(looks_like_injection(view) for view in views(text))
+
+
 def _classifier(text: str) -> bool:
-    return default_classifier().is_injection(text)
+    classifier = default_classifier()
+    return any(classifier.is_injection(view) for view in views(text))
 
 
 INPUT_CHECKS: dict[str, Callable[[str], bool]] = {
-    "patterns": looks_like_injection,
+    "patterns": _patterns,
     "classifier": _classifier,
 }
-"""Named checks of the input rail, each True for an attack; `ripple eval guards` reports them one by one."""
+"""Named checks of the input rail, each True for an attack in the text or in a reading of it that undoes
+an obfuscation (`guards.views`); `ripple eval guards` reports them one by one."""
 
 
 def input_is_attack(text: str) -> bool:
@@ -51,9 +58,12 @@ async def ripple_mask_output(context: dict[str, Any] | None = None) -> str:
 
 
 def check_chunk(text: str) -> str | None:
-    """A retrieved chunk without its hidden characters, or None when it carries planted instructions."""
+    """A retrieved chunk without its hidden characters, or None when it carries planted instructions, in
+    its text or in a reading of it that undoes an obfuscation (`guards.views`)."""
     visible = strip_hidden(text)
-    return None if not visible.strip() or looks_planted(visible) else visible
+    if not visible.strip() or any(looks_planted(view) for view in views(text)):
+        return None
+    return visible
 
 
 async def ripple_check_retrieval(

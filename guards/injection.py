@@ -30,6 +30,10 @@ from guards.checks import strip_hidden
 ARTIFACT = Path(__file__).parent / "artifacts" / "injection.npz"
 
 NGRAMS = (1, 4)
+MIN_COVERAGE = 0.5
+"""Below this share of known letter n-grams the classifier abstains (the phrase patterns still run). Chosen
+on the training split: 544 of its 546 prompts are at 0.83 or above; the two below (0.02 and 0.17) are
+attacks written in Khmer and Russian, scripts the vocabulary barely covers."""
 _WHITESPACE = re.compile(r"\s\s+")
 # Sentence ends, and literal "\n" sequences (deepset prompts carry them escaped).
 _SEGMENTS = re.compile(r"(?<=[.!?\n])\s+|\\n")
@@ -105,8 +109,16 @@ class InjectionClassifier:
         """Probability-like score in [0, 1]: the highest of the whole text and each of its sentences."""
         return max([self._score_one(text), *(self._score_one(s) for s in segments(text))])
 
+    def coverage(self, text: str) -> float:
+        """The share of the text's letter-bearing n-grams that the classifier has weights for."""
+        grams = [g for g in char_ngrams(text, self.ngrams) if any(ch.isalpha() for ch in g)]
+        return sum(g in self.vocabulary for g in grams) / len(grams) if grams else 1.0
+
     def is_injection(self, text: str) -> bool:
-        return self.score(text) > self.threshold
+        """Flagged when the score passes the threshold and the classifier can read the text: on text it
+        mostly cannot (`MIN_COVERAGE`), a few punctuation n-grams decide the score alone, and any plain
+        question in Russian scored 0.8-0.97 ("Пожалуйста, помоги мне." 0.97)."""
+        return self.score(text) > self.threshold and self.coverage(text) >= MIN_COVERAGE
 
 
 @lru_cache(maxsize=1)

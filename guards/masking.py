@@ -88,6 +88,7 @@ _ADDRESS = frozenset(string.ascii_letters + string.digits + "._%+@-")
 def _in_run(ch: str) -> bool:
     return ch in _ADDRESS or ch.isalnum() or ch == "_"
 
+
 # A private key's header while it may still be arriving (a partial match), and its END line.
 _HEADER = regex.compile(r"-----BEGIN\s[A-Z ]*PRIVATE\sKEY(?:\sBLOCK)?-----")
 _END = re.compile(r"-----END\s[A-Z ]*PRIVATE\sKEY(?:\sBLOCK)?-----")
