@@ -95,8 +95,8 @@ class Settings(BaseSettings):
     upstream_retries: int = Field(
         2,
         ge=0,
-        description="Upstream mode: retries of a failed connection, timeout, 429 or 5xx, only before the stream "
-        "starts (never after text was sent).",
+        description="Upstream mode: retries of a failed connection, timeout, 429 or 5xx, each on the next server "
+        "that is up, only before the stream starts (never after text was sent).",
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto",
@@ -262,7 +262,7 @@ class Settings(BaseSettings):
                 f"RIPPLE_DEFAULT_MAX_TOKENS ({self.default_max_tokens}) exceeds RIPPLE_MAX_TOKENS_LIMIT "
                 f"({self.max_tokens_limit}): lower the first or raise the second"
             )
-        if self.max_tokens_limit >= self.max_model_len:
+        if self.max_tokens_limit >= self.max_model_len and not self.upstream_urls:
             raise ValueError(
                 f"RIPPLE_MAX_TOKENS_LIMIT ({self.max_tokens_limit}) leaves no room for the prompt in "
                 f"RIPPLE_MAX_MODEL_LEN ({self.max_model_len})"

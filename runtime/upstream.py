@@ -1,25 +1,54 @@
 """`OpenAIUpstreamGenerator`: the Generator role on OpenAI-compatible servers (a `vllm serve` pool).
 
-For deployments that scale vLLM separately from Ripple. Requests go round-robin over the
-configured base URLs (put a real load balancer in front for anything smarter). The official
-`openai` client does the HTTP, SSE parsing and its retries (connection failures, timeouts, 429 and
-5xx, `RIPPLE_UPSTREAM_RETRIES` times with backoff), which happen only before the stream starts, so a
-retry never duplicates streamed text. A stream that stalls past `RIPPLE_UPSTREAM_TIMEOUT_S` or breaks
-off is reported (`UpstreamError`), not retried. Closing the iterator closes the HTTP stream,
-which makes vLLM abort the request. Prompt token counts are unknown before the upstream answers.
+For deployments that scale vLLM separately from Ripple. Requests go round-robin over the servers in
+the pool that are up. A server that fails (no connection, a timeout, a 5xx, or "busy": 429 or 503) is
+set aside for `cooldown` seconds, or for its `Retry-After`, and the request is retried on the next
+server, up to `RIPPLE_UPSTREAM_RETRIES` times, but only while nothing of the answer has been received,
+so a retry never duplicates streamed text. A stream that stalls past `RIPPLE_UPSTREAM_TIMEOUT_S` or
+breaks off after text came is reported (`UpstreamError`), not retried. When every server is busy the
+client gets a 429 with `Retry-After`; when none is up, `ready` turns false (`/ready` 503) until a
+server's time aside has passed, and the next request tries it again. The official `openai` client does
+the HTTP and SSE parsing (its own retries are off: Ripple's go to another server). Closing the iterator
+closes the HTTP stream, which makes vLLM abort the request. Prompt token counts are unknown before the
+upstream answers.
 """
 
 from __future__ import annotations
 
-import itertools
+import asyncio
 import logging
+import time
 from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from runtime.errors import BadRequestError, NotReadyError, UpstreamError
+from runtime.errors import BadRequestError, NotReadyError, OverloadedError, UpstreamError
 from runtime.generation import Delta, Message, SamplingOptions
 
 logger = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 5.0
+"""The longest wait for a connection to an upstream server (openai's own default), whatever
+RIPPLE_UPSTREAM_TIMEOUT_S allows a stalled answer: a server that does not accept connections is passed
+over in seconds, not after the answer timeout."""
+
+
+@dataclass
+class _Server:
+    url: str
+    client: Any
+    down_until: float = 0.0
+    reason: str = ""
+
+    def up(self, now: float) -> bool:
+        return now >= self.down_until
+
+
+class _Busy(Exception):
+    """A 429 or 503: the server is up but will not take the request now (`retry_after`: its header)."""
+
+    def __init__(self, retry_after: float | None) -> None:
+        self.retry_after = retry_after
 
 
 class OpenAIUpstreamGenerator:
@@ -32,6 +61,7 @@ class OpenAIUpstreamGenerator:
         api_key: str | None = None,
         timeout: float = 60.0,
         max_retries: int = 2,
+        cooldown: float = 10.0,
         http_client: Any = None,
     ) -> None:
         if not base_urls:
@@ -42,10 +72,11 @@ class OpenAIUpstreamGenerator:
         self._api_key = api_key or "unused"
         self._timeout = timeout
         self._max_retries = max_retries
+        self._cooldown = cooldown
         self._http_client = http_client
-        self._clients: list[Any] = []
-        self._next: Any = None
-        self._ready = False
+        self._servers: list[_Server] = []
+        self._turn = 0
+        self._started = False
 
     @property
     def model_id(self) -> str:
@@ -53,38 +84,45 @@ class OpenAIUpstreamGenerator:
 
     @property
     def ready(self) -> bool:
-        return self._ready
+        """Started, and some server is up (or its time aside has passed, so the next request tries it)."""
+        now = time.monotonic()
+        return self._started and any(s.up(now) for s in self._servers)
 
     async def start(self) -> None:
         import openai
 
-        self._clients = [
-            openai.AsyncOpenAI(
-                base_url=url,
-                api_key=self._api_key,
-                timeout=self._timeout,
-                max_retries=self._max_retries,
-                http_client=self._http_client,
+        timeout = openai.Timeout(self._timeout, connect=min(CONNECT_TIMEOUT_S, self._timeout))
+        self._servers = [
+            _Server(
+                url,
+                openai.AsyncOpenAI(
+                    base_url=url, api_key=self._api_key, timeout=timeout, max_retries=0, http_client=self._http_client
+                ),
             )
             for url in self._base_urls
         ]
-        self._next = itertools.cycle(self._clients)
+        listed = await asyncio.gather(*(s.client.models.list() for s in self._servers), return_exceptions=True)
+        for server, models in zip(self._servers, listed, strict=True):
+            if isinstance(models, BaseException):
+                self._set_aside(server, f"cannot list its models: {models}")
+            elif self._model is None and models.data:
+                self._model = models.data[0].id
         if self._model is None:
-            try:
-                models = await self._clients[0].models.list()
-            except openai.OpenAIError as exc:
-                raise UpstreamError(f"cannot list models at {self._base_urls[0]}: {exc}") from exc
-            if not models.data:
-                raise UpstreamError(f"{self._base_urls[0]} serves no model")
-            self._model = models.data[0].id
-        self._ready = True
-        logger.info("upstream generator ready: %s via %s", self._model, ", ".join(self._base_urls))
+            raise UpstreamError(
+                f"no upstream server listed a model ({', '.join(self._base_urls)}): start them, or set RIPPLE_MODEL"
+            )
+        for server, models in zip(self._servers, listed, strict=True):
+            if not isinstance(models, BaseException) and self._model not in {m.id for m in models.data}:
+                self._set_aside(server, f"does not serve {self._model!r}", forever=True)
+        self._started = True
+        up = [s.url for s in self._servers if s.up(time.monotonic())]
+        logger.info("upstream generator ready: %s via %s", self._model, ", ".join(up) or "no server up yet")
 
     async def close(self) -> None:
-        for client in self._clients:
-            await client.close()
-        self._clients = []
-        self._ready = False
+        for server in self._servers:
+            await server.client.close()
+        self._servers = []
+        self._started = False
 
     async def count_prompt_tokens(self, messages: Sequence[Message]) -> int | None:
         return None
@@ -92,15 +130,78 @@ class OpenAIUpstreamGenerator:
     def unfinished_requests(self) -> int | None:
         return None
 
+    def _set_aside(self, server: _Server, reason: str, seconds: float | None = None, forever: bool = False) -> None:
+        seconds = self._cooldown if seconds is None else seconds
+        server.down_until = float("inf") if forever else time.monotonic() + seconds
+        server.reason = reason
+        how_long = "" if forever else f" for {seconds:g} s"
+        logger.warning("upstream %s set aside%s: %s", server.url, how_long, reason)
+
+    def _pick(self) -> _Server:
+        """The next server that is up, in turn; when none is, the one back soonest (it may be up by now)."""
+        now = time.monotonic()
+        count = len(self._servers)
+        for i in range(count):
+            server = self._servers[(self._turn + i) % count]
+            if server.up(now):
+                self._turn = (self._turn + i + 1) % count
+                return server
+        return min(self._servers, key=lambda s: s.down_until)
+
     async def generate(
         self, request_id: str, messages: Sequence[Message], options: SamplingOptions
     ) -> AsyncGenerator[Delta, None]:
-        import httpx
+        if not self._started:
+            raise NotReadyError("the upstream generator is not started")
+        waits: list[float] = []  # the Retry-After of each busy answer
+        failures: list[str] = []  # what went wrong otherwise (a busy answer without Retry-After too)
+        busy_only = True
+        for attempt in range(self._max_retries + 1):
+            server = self._pick()
+            if not server.up(time.monotonic()):
+                # No server is up: try the one back soonest, unless it named a time to come back (that
+                # wait is the client's, not a request's) or serves another model; a retry waits a little.
+                if server.down_until == float("inf"):
+                    raise UpstreamError(f"no upstream server serves {self._model!r}: {server.url} {server.reason}")
+                if server.reason == "busy":
+                    break
+                if attempt:
+                    await asyncio.sleep(min(1.0, 0.25 * 2 ** (attempt - 1)))
+            started = False
+            try:
+                async for delta in self._stream(server, request_id, messages, options):
+                    if not started:
+                        started, server.down_until = True, 0.0  # it answers: up again
+                    yield delta
+                return
+            except _Busy as exc:
+                if exc.retry_after is not None:
+                    waits.append(exc.retry_after)
+                    self._set_aside(server, "busy", exc.retry_after)
+                else:  # busy for a moment, it seems: set aside like a failure, and retried like one
+                    failures.append(f"{server.url}: busy")
+                    self._set_aside(server, "busy, no Retry-After")
+            except UpstreamError as exc:
+                if started:
+                    raise
+                busy_only = False
+                failures.append(f"{server.url}: {exc}")
+                self._set_aside(server, str(exc))
+        if busy_only:
+            # Busy everywhere it asked (or everywhere, when no server was up): a 429 the client may retry.
+            pending = [s.down_until - time.monotonic() for s in self._servers if s.reason == "busy"]
+            error = OverloadedError("the upstream servers are busy: retry later")
+            error.retry_after = max(1, round(min(waits or pending, default=1.0)))
+            raise error
+        raise UpstreamError("the upstream servers failed: " + "; ".join(failures))
+
+    async def _stream(
+        self, server: _Server, request_id: str, messages: Sequence[Message], options: SamplingOptions
+    ) -> AsyncGenerator[Delta, None]:
+        """One attempt on one server. Before any text: `_Busy` for 429/503, `UpstreamError` for what another
+        server might not fail (a connection, a timeout, a 5xx), `BadRequestError` for what none would take."""
         import openai
 
-        if not self._ready:
-            raise NotReadyError("the upstream generator is not started")
-        client = next(self._next)
         extra_body = {
             k: v
             for k, v in {
@@ -112,7 +213,7 @@ class OpenAIUpstreamGenerator:
             if v is not None
         }
         try:
-            stream = await client.chat.completions.create(
+            stream = await server.client.chat.completions.create(
                 model=self._model,
                 messages=list(messages),
                 stream=True,
@@ -127,34 +228,84 @@ class OpenAIUpstreamGenerator:
                 extra_body=extra_body or None,
                 extra_headers={"X-Request-Id": request_id},
             )
-        except openai.BadRequestError as exc:
-            raise BadRequestError(f"the upstream model refused the request: {exc.message}") from exc
-        except openai.OpenAIError as exc:
-            raise UpstreamError(f"the upstream generator failed: {exc}") from exc
+        except openai.APIStatusError as exc:
+            if exc.status_code in (429, 503):
+                raise _Busy(_retry_after(exc.response)) from exc
+            if 400 <= exc.status_code < 500:
+                raise BadRequestError(f"the upstream model refused the request: {exc.message}") from exc
+            raise UpstreamError(f"HTTP {exc.status_code}: {exc.message}") from exc
+        except openai.OpenAIError as exc:  # no connection, a timeout
+            raise UpstreamError(_message(exc)) from exc
+        broken: tuple[type[BaseException], ...] = (openai.OpenAIError, *_http_errors())
         completion_tokens = 0
         finish: str | None = None
+        usage: Any = None
+        sent = False
         try:
             async for chunk in stream:
                 if chunk.usage is not None:
-                    yield Delta(
-                        text="",
-                        finish_reason=finish or "stop",
-                        prompt_tokens=chunk.usage.prompt_tokens,
-                        completion_tokens=chunk.usage.completion_tokens,
-                    )
-                    return
-                if not chunk.choices:
-                    continue
-                choice = chunk.choices[0]
-                text = choice.delta.content or ""
-                if choice.finish_reason is not None:
-                    finish = choice.finish_reason
-                if text:
-                    completion_tokens += 1
-                    yield Delta(text=text, completion_tokens=completion_tokens)
-            # A server that ignores include_usage ends without a usage chunk.
-            yield Delta(text="", finish_reason=finish or "stop", completion_tokens=completion_tokens)
-        except (openai.OpenAIError, httpx.HTTPError) as exc:  # httpx's own errors arrive unwrapped mid-stream
-            raise UpstreamError(f"the upstream stream broke off: {exc!r}") from exc
+                    # The last chunk carries usage with no choices; a server that reports usage on every
+                    # chunk (vLLM with --enable-force-include-usage) still has its text read.
+                    usage = chunk.usage
+                for choice in chunk.choices[:1]:
+                    text = choice.delta.content or ""
+                    if choice.finish_reason is not None:
+                        finish = choice.finish_reason
+                    if text:
+                        completion_tokens += 1
+                        sent = True
+                        yield Delta(text=text, completion_tokens=completion_tokens)
+        except openai.APIError as exc:  # an error event inside the stream
+            if not sent and 400 <= (_code(exc) or 0) < 500:
+                raise BadRequestError(f"the upstream model refused the request: {exc.message}") from exc
+            raise UpstreamError(f"the upstream stream broke off: {exc.message}") from exc
+        except broken as exc:  # the HTTP library's own errors arrive unwrapped mid-stream
+            raise UpstreamError(f"the upstream stream broke off: {_message(exc)}") from exc
         finally:
             await stream.close()
+        if finish is None:
+            # vLLM ends every answer with a finish reason; a stream that ends without one was cut short
+            # (by a proxy, say), and passing it off as a complete answer would hide that.
+            raise UpstreamError("the upstream stream ended without a finish reason: the answer was cut short")
+        yield Delta(
+            text="",
+            finish_reason=finish,
+            prompt_tokens=usage.prompt_tokens if usage is not None else None,
+            completion_tokens=usage.completion_tokens if usage is not None else completion_tokens,
+        )
+
+
+def _http_errors() -> tuple[type[BaseException], ...]:
+    """The base errors of the HTTP libraries the openai client may use (httpx; httpx2 from openai 3)."""
+    import httpx
+
+    errors: list[type[BaseException]] = [httpx.HTTPError]
+    try:
+        import httpx2  # type: ignore[import-not-found,unused-ignore]
+
+        errors.append(httpx2.HTTPError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def _retry_after(response: Any) -> float | None:
+    """The seconds a Retry-After header asks for, if the response has one in seconds."""
+    try:
+        return max(0.0, float(response.headers["retry-after"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _code(exc: Any) -> int | None:
+    code = getattr(exc, "code", None)
+    if code is None and isinstance(getattr(exc, "body", None), dict):
+        code = exc.body.get("code")
+    try:
+        return int(code) if code is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _message(exc: BaseException) -> str:
+    return str(getattr(exc, "message", None) or exc) or type(exc).__name__

@@ -290,10 +290,12 @@ def test_upstream_faults_are_retried_only_before_the_stream_and_otherwise_report
         proxy.attempts, proxy.fail_first = 0, 1
         r = httpx.post(url, json=chat(max_tokens=8), timeout=120)
         assert r.status_code == 200 and proxy.attempts == 2, (r.status_code, proxy.attempts, r.text)
-        # Failing past the retries: reported as 502, in words.
+        # Busy past the retries: a 429 with Retry-After, so the client backs off (vLLM's 503 means "try
+        # later"), in words.
         proxy.attempts, proxy.fail_first = 0, 10
         r = httpx.post(url, json=chat(max_tokens=8), timeout=120)
-        assert r.status_code == 502 and "upstream" in r.json()["error"]["message"], r.text
+        assert r.status_code == 429 and r.headers["retry-after"], r.text
+        assert "upstream servers are busy" in r.json()["error"]["message"], r.text
         assert proxy.attempts == 3, "one try and two retries"
         proxy.fail_first = 0
         # Broken off or stalled after text went out: never retried (the client would see text twice).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from contextlib import aclosing
 
@@ -104,3 +105,148 @@ async def test_upstream_errors_are_translated(status: int, error: type[Exception
             pass
     chat_calls = [r for r in failing.requests if r.url.path.endswith("/completions")]
     assert len(chat_calls) == (2 if status >= 500 else 1), "5xx retried before the stream, 4xx not"
+
+
+USAGE = {
+    "id": "x",
+    "object": "chat.completion.chunk",
+    "created": 0,
+    "model": "m",
+    "choices": [],
+    "usage": {"prompt_tokens": 11, "completion_tokens": 2, "total_tokens": 13},
+}
+
+
+class Pool:
+    """Scripted servers by host: `behaviour[host]` is "ok", a status code, "refuse" (no connection), or a
+    list of SSE payloads to stream as they are."""
+
+    def __init__(self, **behaviour: object) -> None:
+        self.behaviour = behaviour
+        self.calls: list[str] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        host = request.url.host.replace("-", "_")
+        what = self.behaviour.get(host, "ok")
+        if request.url.path.endswith("/models"):
+            if what == "refuse":
+                raise httpx.ConnectError("connection refused", request=request)
+            model = "other" if what == "other-model" else "smol"
+            return httpx.Response(200, json={"object": "list", "data": [{"id": model, "object": "model"}]})
+        self.calls.append(host)
+        if what == "refuse":
+            raise httpx.ConnectError("connection refused", request=request)
+        if isinstance(what, int):
+            error = {"error": {"message": "busy" if what in (429, 503) else "nope", "type": "x", "code": what}}
+            return httpx.Response(what, json=error, headers={"retry-after": "3"} if what in (429, 503) else {})
+        payloads = what if isinstance(what, list) else [chunk("Hel"), chunk("lo"), chunk(None, "stop"), USAGE]
+        body = b"".join(b"data: " + json.dumps(p).encode() + b"\n\n" for p in payloads if p != "cut")
+        if not (isinstance(what, list) and what and what[-1] == "cut"):
+            body += b"data: [DONE]\n\n"
+        return httpx.Response(200, content=body, headers={"content-type": "text/event-stream"})
+
+
+async def pool_of(pool: Pool, hosts: list[str], retries: int = 2, cooldown: float = 10.0, model: str | None = None):  # type: ignore[no-untyped-def]
+    gen = OpenAIUpstreamGenerator(
+        [f"http://{h.replace('_', '-')}/v1" for h in hosts],
+        served_name="ripple",
+        model=model,
+        max_retries=retries,
+        cooldown=cooldown,
+        http_client=httpx.AsyncClient(transport=httpx.MockTransport(pool)),
+    )
+    await gen.start()
+    return gen
+
+
+async def answer(gen: OpenAIUpstreamGenerator) -> str:
+    deltas = [d async for d in gen.generate("r", [{"role": "user", "content": "hi"}], SamplingOptions(max_tokens=2))]
+    return "".join(d.text for d in deltas)
+
+
+async def test_a_failing_server_is_set_aside_and_the_request_goes_to_the_next() -> None:
+    for failure in (500, "refuse"):
+        pool = Pool(pool_a=failure)
+        gen = await pool_of(pool, ["pool_a", "pool_b"])
+        assert [await answer(gen) for _ in range(3)] == ["Hello"] * 3
+        assert pool.calls.count("pool_a") <= 1 and pool.calls.count("pool_b") == 3, (failure, pool.calls)
+        assert gen.ready, "one server is still up"
+
+
+async def test_busy_servers_give_a_429_with_their_retry_after_and_no_wait() -> None:
+    from runtime.errors import OverloadedError
+
+    pool = Pool(pool_a=503, pool_b=429)
+    gen = await pool_of(pool, ["pool_a", "pool_b"])
+    with pytest.raises(OverloadedError) as refused:
+        await answer(gen)
+    assert refused.value.retry_after == 3 and sorted(pool.calls) == ["pool_a", "pool_b"], pool.calls
+    pool.behaviour["pool_b"] = "ok"
+    with pytest.raises(OverloadedError):  # both are set aside for their Retry-After: no call is made
+        await answer(gen)
+    assert len(pool.calls) == 2
+
+
+async def test_ready_follows_the_pool_and_a_server_is_tried_again_after_its_time_aside() -> None:
+    pool = Pool(pool_a="refuse")
+    gen = await pool_of(pool, ["pool_a"], retries=0, cooldown=0.05, model="smol")
+    assert not gen.ready, "the only server could not be reached at start"
+    await asyncio.sleep(0.06)
+    assert gen.ready
+    pool.behaviour["pool_a"] = "ok"
+    assert await answer(gen) == "Hello"
+
+
+async def test_a_server_that_does_not_serve_the_model_is_never_used() -> None:
+    pool = Pool(pool_a="other-model")
+    gen = await pool_of(pool, ["pool_a", "pool_b"], model="smol")
+    assert [await answer(gen) for _ in range(2)] == ["Hello"] * 2 and pool.calls == ["pool_b", "pool_b"]
+    only = await pool_of(Pool(pool_a="other-model"), ["pool_a"], model="smol")
+    assert not only.ready
+    with pytest.raises(UpstreamError, match="no upstream server serves 'smol'"):
+        await answer(only)
+
+
+async def test_usage_on_every_chunk_still_streams_the_text() -> None:
+    """vLLM with --enable-force-include-usage puts usage on every chunk; the first one ended the answer."""
+    every = [{**chunk("Hel"), "usage": USAGE["usage"]}, {**chunk("lo", "stop"), "usage": USAGE["usage"]}, USAGE]
+    gen = await pool_of(Pool(pool_a=every), ["pool_a"])
+    deltas = [d async for d in gen.generate("r", [{"role": "user", "content": "hi"}], SamplingOptions(max_tokens=2))]
+    assert "".join(d.text for d in deltas) == "Hello" and deltas[-1].finish_reason == "stop"
+    assert deltas[-1].prompt_tokens == 11
+
+
+async def test_a_stream_cut_short_or_refused_inside_is_reported_as_such() -> None:
+    cut = await pool_of(Pool(pool_a=[chunk("Mira Okonk"), "cut"]), ["pool_a"])
+    with pytest.raises(UpstreamError, match="without a finish reason"):
+        await answer(cut)
+    too_long = {"error": {"message": "This model's maximum context length is 4096 tokens", "code": 400}}
+    refused = await pool_of(Pool(pool_a=[too_long]), ["pool_a"])
+    with pytest.raises(BadRequestError) as error:
+        await answer(refused)
+    assert "maximum context length" in str(error.value) and "APIError(" not in str(error.value)
+
+
+async def test_a_busy_answer_without_retry_after_is_retried_on_a_lone_server() -> None:
+    """A proxy's 503 (no Retry-After) before the answer: retried after a short wait, as nothing was sent;
+    still busy after the retries, a 429 (busy), not a 502 (failed)."""
+    from runtime.errors import OverloadedError
+
+    pool = Pool(pool_a=[503, "ok"])
+
+    def flaky(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/completions") and pool.behaviour["pool_a"] == [503, "ok"]:
+            pool.behaviour["pool_a"] = "ok"
+            pool.calls.append("pool_a")
+            return httpx.Response(503, json={"error": {"message": "overloaded", "code": 503}})
+        return pool(request)
+
+    gen = OpenAIUpstreamGenerator(
+        ["http://pool-a/v1"], served_name="ripple", http_client=httpx.AsyncClient(transport=httpx.MockTransport(flaky))
+    )
+    await gen.start()
+    assert await answer(gen) == "Hello" and pool.calls == ["pool_a", "pool_a"]
+    assert gen.ready, "a server that answered is up again at once"
+    busy = await pool_of(Pool(pool_a=503), ["pool_a"], retries=2)
+    with pytest.raises(OverloadedError):
+        await answer(busy)
