@@ -11,7 +11,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from typing import Any
 
-from guards.checks import contains_secret, looks_like_injection, looks_planted, strip_hidden
+from guards.checks import (
+    contains_secret,
+    looks_like_injection,
+    looks_planted,
+    strip_hidden,
+    strip_hidden_but_joiners,
+)
 from guards.grounding import Groundedness
 from guards.injection import default_classifier
 from guards.masking import mask_sensitive
@@ -60,8 +66,8 @@ async def ripple_mask_output(context: dict[str, Any] | None = None) -> str:
 def check_chunk(text: str) -> str | None:
     """A retrieved chunk without its hidden characters, or None when it carries planted instructions, in
     its text or in a reading of it that undoes an obfuscation (`guards.views`)."""
-    visible = strip_hidden(text)
-    if not visible.strip() or any(looks_planted(view) for view in views(text)):
+    visible = strip_hidden_but_joiners(text)
+    if not strip_hidden(text).strip() or any(looks_planted(view) for view in views(text)):
         return None
     return visible
 

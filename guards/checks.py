@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import re
 
+import regex
+
 # Phrasings that recur in prompt-injection and jailbreak attempts (deepset, DAN-style prompts).
 _INJECTION = re.compile(
     r"""
@@ -86,8 +88,24 @@ _HIDDEN = re.compile(
 )
 
 
+# A zero-width non-joiner or joiner between two letters, marks or symbols outside ASCII spells a word or an
+# emoji: Persian "می‌خواهم", Indic conjuncts, 👨‍👩‍👧. Between Latin letters it only splits a trigger word apart.
+_JOINER_IN_WORD = regex.compile(
+    r"(?<=[\p{L}\p{M}\p{So}])(?<![\x00-\x7f])[\u200c\u200d](?=[\p{L}\p{M}\p{So}])(?![\x00-\x7f])"
+)
+
+
 def strip_hidden(text: str) -> str:
     return _HIDDEN.sub("", text)
+
+
+def strip_hidden_but_joiners(text: str) -> str:
+    """`strip_hidden`, keeping the joiners that are part of a word in another script (the text a model
+    and a reader are shown; the checks read `strip_hidden`'s text, where no joiner is left)."""
+    kept = {m.start() for m in _JOINER_IN_WORD.finditer(text)}
+    if not kept:
+        return strip_hidden(text)
+    return _HIDDEN.sub(lambda m: m.group() if m.start() in kept else "", text)
 
 
 def looks_like_injection(text: str) -> bool:

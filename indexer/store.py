@@ -486,9 +486,14 @@ def _qdrant_filter(spec: Filter | None) -> Any:
 
 
 def _matches(data: dict[str, Any], spec: Filter | None) -> bool:
+    """As Qdrant matches: a dotted key is a path into nested fields, and a value equals only a value of
+    its own type (the string "0" is not the integer 0, nor True the integer 1)."""
     for key, value in (spec or {}).items():
         accepted = value if isinstance(value, list) else [value]
-        if data.get(key) not in accepted:
+        found: Any = data
+        for part in key.split("."):
+            found = found.get(part) if isinstance(found, dict) else None
+        if not any(type(found) is type(a) and found == a for a in accepted):
             return False
     return True
 

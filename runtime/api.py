@@ -367,7 +367,8 @@ def install_error_handlers(app: FastAPI) -> None:
                 reason = (err.get("ctx") or {}).get("error", "")
                 problems.append(f"the body is not valid JSON ({reason} at character {offset})")
                 continue
-            problem = f"{_field(err.get('loc', ())) or 'body'}: {err.get('msg')}"
+            message = str(err.get("msg")).removeprefix("Value error, ")  # pydantic's prefix for our own checks
+            problem = f"{_field(err.get('loc', ())) or 'body'}: {message}"
             if problem not in problems:
                 problems.append(problem)
         first = exc.errors()[0] if exc.errors() else {}

@@ -53,7 +53,7 @@ def create_app(settings: Settings, *, components: Components | None = None) -> F
             app.state.service = ChatService(settings, parts.generator, parts.retriever, parts.guard, metrics)
             app.state.readiness = lambda: {
                 "accepting": not app.state.admission.draining,
-                "engine": parts.generator.ready,
+                "engine": parts.generator.healthy,
                 "store": parts.store.ready,
                 "rails": parts.guard.ready if parts.guard is not None else True,
             }

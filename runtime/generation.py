@@ -47,6 +47,12 @@ class Generator(Protocol):
     @property
     def ready(self) -> bool: ...
 
+    @property
+    def healthy(self) -> bool:
+        """Whether `/ready` should say the generator can take traffic now (a pool may be `ready` to try a
+        request while every server in it is set aside)."""
+        ...
+
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -75,6 +81,10 @@ class FakeGenerator:
     aborted: list[str] = field(default_factory=list)
     _running: set[str] = field(default_factory=set)
     ready: bool = False
+
+    @property
+    def healthy(self) -> bool:
+        return self.ready
 
     async def start(self) -> None:
         self.ready = True

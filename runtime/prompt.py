@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from indexer.types import Passage
 from runtime.errors import BadRequestError
@@ -61,8 +61,10 @@ async def build_prompt(
     count_tokens: Callable[[Sequence[Message]], Awaitable[int | None]],
     budget: int,
 ) -> Prompt:
-    """Fit as many passages as the token `budget` allows (the prompt must leave room for the answer)."""
-    kept = list(passages)
+    """Fit as many passages as the token `budget` allows (the prompt must leave room for the answer). The
+    passages returned carry the text the prompt holds (without source markers), so citations quote what
+    the model was shown."""
+    kept = [replace(p, text=_unmarked(p.text)) for p in passages]
     while True:
         messages = assemble(system_prompt, conversation, kept)
         tokens = await count_tokens(messages)

@@ -10,9 +10,9 @@ An explicit null is "not given" (`RequestModel`), as in OpenAI's API, so that a 
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator, model_validator
 
 from runtime.errors import BadRequestError, UnsupportedFieldError
 
@@ -91,7 +91,28 @@ class StreamOptions(RequestModel):
     include_obfuscation: bool = False
 
 
-FilterValue = str | int | bool | list[str] | list[int]
+# Strict: a boolean is no integer here, nor a numeric string an integer, and an integer must fit the
+# 64 bits Qdrant stores (no payload field Ripple writes is boolean).
+FilterInt = Annotated[StrictInt, Field(ge=-_INT64 - 1, le=_INT64)]
+FilterValue = StrictStr | FilterInt | list[StrictStr] | list[FilterInt]
+
+
+def _check_filter(value: Any) -> Any:
+    """Refuse, in words, what Qdrant would fail on or match differently per store: an empty or malformed
+    key, a boolean, an integer past 64 bits, a list mixing strings and integers."""
+    if not isinstance(value, dict):
+        return value
+    for key, wanted in value.items():
+        if not isinstance(key, str) or not key.strip() or key.startswith(".") or key.endswith(".") or ".." in key:
+            raise ValueError(f"{key!r} is not a payload field name (the indexing page lists them)")
+        values = wanted if isinstance(wanted, list) else [wanted]
+        kinds = {type(v) for v in values}
+        if not kinds <= {str, int} or len(kinds) > 1 or any(isinstance(v, int) and abs(v) > _INT64 for v in values):
+            raise ValueError(
+                f"{key}: {wanted!r} is not a string, a 64-bit integer, or a list of strings or of integers "
+                "(no payload field is boolean)"
+            )
+    return value
 
 
 class RetrievalOptions(RequestModel):
@@ -101,7 +122,9 @@ class RetrievalOptions(RequestModel):
     filter: dict[str, FilterValue] | None = Field(
         None, description='Payload key -> value, or list of accepted values; e.g. {"tenant": "acme"}.'
     )
-    top_k: int | None = Field(None, ge=1, le=50)
+    top_k: StrictInt | None = Field(None, ge=1, le=50)
+
+    _filter = field_validator("filter", mode="before")(_check_filter)
 
 
 class ChatCompletionRequest(RequestModel):
@@ -191,9 +214,11 @@ class Usage(BaseModel):
 
 class RetrieveRequest(RequestModel):
     query: str = Field(min_length=1)
-    top_k: int | None = Field(None, ge=1, le=100)
+    top_k: StrictInt | None = Field(None, ge=1, le=100)
     mode: Literal["dense", "sparse", "hybrid"] | None = None
     filter: dict[str, FilterValue] | None = None
+
+    _filter = field_validator("filter", mode="before")(_check_filter)
 
 
 def chunk_payload(

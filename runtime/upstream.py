@@ -84,7 +84,14 @@ class OpenAIUpstreamGenerator:
 
     @property
     def ready(self) -> bool:
-        """Started, and some server is up (or its time aside has passed, so the next request tries it)."""
+        """Started, with a server that serves the model: a request is tried even when every server is set
+        aside for now (on the one back soonest)."""
+        return self._started and any(s.down_until != float("inf") for s in self._servers)
+
+    @property
+    def healthy(self) -> bool:
+        """Some server is up (or its time aside has passed): what `/ready` reports, so a load balancer
+        sends traffic elsewhere while the whole pool is set aside."""
         now = time.monotonic()
         return self._started and any(s.up(now) for s in self._servers)
 

@@ -73,6 +73,10 @@ class VllmGenerator:
     def ready(self) -> bool:
         return self._engine is not None and not self._engine.errored
 
+    @property
+    def healthy(self) -> bool:
+        return self.ready
+
     async def start(self) -> None:
         from vllm.v1.engine.async_llm import AsyncLLM
 

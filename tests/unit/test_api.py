@@ -597,7 +597,16 @@ def test_stream_options_need_a_stream_and_errors_name_fields_the_client_sent(cli
     assert error["message"].startswith("invalid request: the body is not valid JSON ("), error["message"]
     # A null filter value is refused, not dropped: dropping it would search every tenant's documents.
     r = client.post("/v1/chat/completions", json={"messages": [QUESTION], "retrieval": {"filter": {"tenant": None}}})
-    assert r.status_code == 400 and r.json()["error"]["param"].startswith("retrieval.filter.tenant"), r.text
+    error = r.json()["error"]
+    assert r.status_code == 400 and error["param"] == "retrieval.filter", r.text
+    assert error["message"] == (
+        "invalid request: retrieval.filter: tenant: None is not a string, a 64-bit integer, or a list of "
+        "strings or of integers (no payload field is boolean)"
+    )
+    for refused in ({"page": True}, {"page": 2**64}, {"": "acme"}, {"source": ["a.md", 1]}):
+        r = client.post("/v1/retrieve", json={"query": "tomatoes", "filter": refused})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "filter", (refused, r.text)
+    assert client.post("/v1/retrieve", json={"query": "tomatoes", "top_k": True}).status_code == 400
 
 
 def test_an_unexpected_failure_is_a_500_in_the_openai_shape_with_its_request_id(

@@ -278,6 +278,18 @@ async def test_hidden_characters_cannot_hide_a_planted_instruction() -> None:
     assert await g.check_retrieval([split]) == [None]
 
 
+def test_cleaning_keeps_the_joiners_that_spell_words_in_other_scripts() -> None:
+    """The retrieval rail removed every zero-width joiner and non-joiner, changing Persian words, Indic
+    conjuncts and emoji in the prompt and in citations; between Latin letters they still go."""
+    from guards.actions import check_chunk
+
+    kept = ["Persian: می\u200cخواهم.", "Hindi: क्\u200dष", "A family: 👨\u200d👩\u200d👧"]
+    assert [check_chunk(t) for t in kept] == kept
+    assert check_chunk("The Zor\xadblax write\u2060ahead log uses a zero\u200dwidth joiner.") == (
+        "The Zorblax writeahead log uses a zerowidth joiner."
+    )
+
+
 def test_planted_patterns_flag_no_ordinary_document_chunk() -> None:
     """The fixture corpus and (when present) the shared docs folder: 0 chunks flagged."""
     from guards.checks import looks_planted

@@ -149,6 +149,27 @@ async def test_filters_apply_inside_the_query(store: VectorStore) -> None:
         assert await store.search(query("shared words", mode, filter={"source": "nope.md"})) == []
 
 
+async def test_filters_match_integers_by_type_and_nested_fields_by_path(store: VectorStore) -> None:
+    """The fake matched "0" to 0 and True to 1, and read no dotted path, where Qdrant (local, server, Edge)
+    compares types and reads "chunker.max_tokens" as a nested field: the three stores must agree."""
+    doc = ParsedDocument("text", (Section("integers and nested payload fields"),))
+    chunks = chunk_document("a", "a.md", doc, EMBED.token_offsets, ChunkerSettings())
+    extra = {"tenant": "acme", "chunker": {"max_tokens": 200}}
+    vectors, sparse = EMBED.embed([c.text for c in chunks]), [BM25.encode_document(c.text) for c in chunks]
+    await store.upsert(V1, chunks, vectors, sparse, extra)
+    await store.publish(V1)
+    for mode in ("dense", "sparse", "hybrid"):
+        for spec, found in (
+            ({"start": 0}, ["a"]),
+            ({"start": [0, 5]}, ["a"]),
+            ({"start": "0"}, []),
+            ({"chunker.max_tokens": 200}, ["a"]),
+            ({"chunker.max_tokens": 150}, []),
+        ):
+            hits = await store.search(query("integers nested payload", mode, filter=spec))  # type: ignore[arg-type]
+            assert [h.doc_id for h in hits] == found, (mode, spec)
+
+
 async def test_upsert_is_idempotent(store: VectorStore) -> None:
     await add(store, "a", "same text twice")
     await add(store, "a", "same text twice")

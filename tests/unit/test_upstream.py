@@ -29,6 +29,16 @@ def chunk(content: str | None, finish: str | None = None) -> dict[str, object]:
     }
 
 
+USAGE = {
+    "id": "x",
+    "object": "chat.completion.chunk",
+    "created": 0,
+    "model": "m",
+    "choices": [],
+    "usage": {"prompt_tokens": 11, "completion_tokens": 2, "total_tokens": 13},
+}
+
+
 class Upstream:
     """A scripted server: records requests, answers /models and a chat stream."""
 
@@ -46,15 +56,7 @@ class Upstream:
             return httpx.Response(
                 self.status, json={"error": {"message": "nope", "type": "x", "param": None, "code": self.status}}
             )
-        usage = {
-            "id": "x",
-            "object": "chat.completion.chunk",
-            "created": 0,
-            "model": "m",
-            "choices": [],
-            "usage": {"prompt_tokens": 11, "completion_tokens": 2, "total_tokens": 13},
-        }
-        body = sse_body(chunk("Hel"), chunk("lo"), chunk(None, "stop"), usage)
+        body = sse_body(chunk("Hel"), chunk("lo"), chunk(None, "stop"), USAGE)
         return httpx.Response(200, content=body, headers={"content-type": "text/event-stream"})
 
 
@@ -105,16 +107,6 @@ async def test_upstream_errors_are_translated(status: int, error: type[Exception
             pass
     chat_calls = [r for r in failing.requests if r.url.path.endswith("/completions")]
     assert len(chat_calls) == (2 if status >= 500 else 1), "5xx retried before the stream, 4xx not"
-
-
-USAGE = {
-    "id": "x",
-    "object": "chat.completion.chunk",
-    "created": 0,
-    "model": "m",
-    "choices": [],
-    "usage": {"prompt_tokens": 11, "completion_tokens": 2, "total_tokens": 13},
-}
 
 
 class Pool:
@@ -170,7 +162,7 @@ async def test_a_failing_server_is_set_aside_and_the_request_goes_to_the_next() 
         gen = await pool_of(pool, ["pool_a", "pool_b"])
         assert [await answer(gen) for _ in range(3)] == ["Hello"] * 3
         assert pool.calls.count("pool_a") <= 1 and pool.calls.count("pool_b") == 3, (failure, pool.calls)
-        assert gen.ready, "one server is still up"
+        assert gen.healthy, "one server is still up"
 
 
 async def test_busy_servers_give_a_429_with_their_retry_after_and_no_wait() -> None:
@@ -190,9 +182,9 @@ async def test_busy_servers_give_a_429_with_their_retry_after_and_no_wait() -> N
 async def test_ready_follows_the_pool_and_a_server_is_tried_again_after_its_time_aside() -> None:
     pool = Pool(pool_a="refuse")
     gen = await pool_of(pool, ["pool_a"], retries=0, cooldown=0.05, model="smol")
-    assert not gen.ready, "the only server could not be reached at start"
+    assert gen.ready and not gen.healthy, "the only server could not be reached at start: /ready says so"
     await asyncio.sleep(0.06)
-    assert gen.ready
+    assert gen.healthy
     pool.behaviour["pool_a"] = "ok"
     assert await answer(gen) == "Hello"
 
@@ -202,7 +194,7 @@ async def test_a_server_that_does_not_serve_the_model_is_never_used() -> None:
     gen = await pool_of(pool, ["pool_a", "pool_b"], model="smol")
     assert [await answer(gen) for _ in range(2)] == ["Hello"] * 2 and pool.calls == ["pool_b", "pool_b"]
     only = await pool_of(Pool(pool_a="other-model"), ["pool_a"], model="smol")
-    assert not only.ready
+    assert not only.ready and not only.healthy
     with pytest.raises(UpstreamError, match="no upstream server serves 'smol'"):
         await answer(only)
 
@@ -246,7 +238,19 @@ async def test_a_busy_answer_without_retry_after_is_retried_on_a_lone_server() -
     )
     await gen.start()
     assert await answer(gen) == "Hello" and pool.calls == ["pool_a", "pool_a"]
-    assert gen.ready, "a server that answered is up again at once"
+    assert gen.healthy, "a server that answered is up again at once"
     busy = await pool_of(Pool(pool_a=503), ["pool_a"], retries=2)
     with pytest.raises(OverloadedError):
         await answer(busy)
+
+
+async def test_a_request_tries_a_pool_set_aside_whole() -> None:
+    """After a failure set the lone server aside, /ready says 503 (healthy is false), yet a request that
+    comes anyway tries that server (it may be back), rather than being refused unseen."""
+    pool = Pool(pool_a=500)
+    gen = await pool_of(pool, ["pool_a"], retries=0)
+    with pytest.raises(UpstreamError):
+        await answer(gen)
+    assert gen.ready and not gen.healthy
+    pool.behaviour["pool_a"] = "ok"
+    assert await answer(gen) == "Hello" and gen.healthy
