@@ -14,6 +14,8 @@ when the engine falls behind. Nothing else queues.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 
 from starlette.responses import StreamingResponse
@@ -21,6 +23,8 @@ from starlette.types import Receive, Scope, Send
 
 from runtime.errors import NotReadyError, OverloadedError
 from runtime.metrics import Metrics
+
+logger = logging.getLogger(__name__)
 
 
 class Ticket:
@@ -83,17 +87,34 @@ class SlotStreamingResponse(StreamingResponse):
     never started (a client that left before the first frame: the body's own `finally` never runs)."""
 
     def __init__(
-        self, *args: object, ticket: Ticket, on_close: Callable[[], Awaitable[None]], **kwargs: object
+        self,
+        *args: object,
+        ticket: Ticket,
+        on_close: Callable[[], Awaitable[None]],
+        ends_by: float | None = None,
+        **kwargs: object,
     ) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self._ticket = ticket
         self._on_close = on_close
+        self._ends_by = ends_by
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            await super().__call__(scope, receive, send)
+            # `ends_by` (event-loop time) bounds the whole response, sending included: a client that keeps
+            # the connection open but stops reading would otherwise hold its slot for as long as it likes.
+            async with asyncio.timeout_at(self._ends_by):
+                await super().__call__(scope, receive, send)
+        except TimeoutError:
+            logger.warning("a stream outlived its deadline (its client stopped reading): closed")
         finally:
             try:
+                # A body cancelled while it waited in `send` (a client that stopped reading, then left)
+                # is left suspended by Starlette: close it now, so its outcome is counted now, not
+                # whenever the garbage collector gets to it.
+                aclose = getattr(self.body_iterator, "aclose", None)
+                if aclose is not None:
+                    await aclose()
                 await self._on_close()
             finally:
                 self._ticket.release()

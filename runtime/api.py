@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Sequence
@@ -92,17 +93,19 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, servic
         raise
 
 
+SEND_GRACE_S = 10.0
+"""How long past its deadline a stream may take to reach a slow client before it is closed."""
+_SECONDS = re.compile(r"(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")  # "1e999" is capped like any long one
+
+
 def _timeout(request: Request, service: ChatService) -> float:
     """The request's deadline in seconds: the server's, or less when the client asks (X-Request-Timeout)."""
     limit = service.settings.request_timeout_s
     asked = request.headers.get("x-request-timeout")
     if asked is None:
         return limit
-    try:
-        seconds = float(asked)
-    except ValueError:
-        seconds = -1.0
-    if not 0 < seconds < float("inf"):
+    seconds = float(asked) if _SECONDS.fullmatch(asked.strip()) else -1.0  # no "1_0", "nan" or "inf"
+    if not 0 < seconds:
         raise BadRequestError(
             f"X-Request-Timeout must be a number of seconds above 0, not {asked!r}", param="X-Request-Timeout"
         )
@@ -155,14 +158,14 @@ async def _answer(
     except TimeoutError:
         raise _deadline_error(service, timeout) from None
     completion_id, created, model = f"chatcmpl-{request_id}", int(time.time()), service.generator.model_id
-    events = service.events(prepared, request_id, stream=body.stream)
+    events = service.events(prepared, request_id, stream=body.stream, on_first_token=ticket.started)
     if not body.stream:
         try:
             async with asyncio.timeout_at(deadline), aclosing(events) as stream:
                 text, finish = [], None
                 async for ev in stream:
                     if isinstance(ev, TextEvent):
-                        ticket.started()
+                        ticket.started()  # a refusal's text comes with no engine token
                         text.append(ev.text)
                     else:
                         finish = ev
@@ -205,7 +208,6 @@ async def _answer(
         await events.aclose()
         raise
     if isinstance(head, TextEvent):
-        service.metrics.ttft_seconds.observe(time.perf_counter() - arrived)
         ticket.started()
 
     streamed = False
@@ -232,6 +234,8 @@ async def _answer(
                         # answer): no early role-only chunk, and never a stream without the role.
                         text = ev.text if isinstance(ev, TextEvent) else ""
                         delta = {"role": "assistant", "content": text} if first else {"content": text}
+                        if first and text:
+                            service.metrics.ttft_seconds.observe(time.perf_counter() - arrived)
                         first = False
                         yield sse.event(
                             chunk_payload(
@@ -294,6 +298,7 @@ async def _answer(
         frames(),
         ticket=ticket,
         on_close=close,
+        ends_by=deadline + SEND_GRACE_S,
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

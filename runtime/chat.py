@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, Awaitable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 
@@ -154,6 +154,7 @@ class ChatService:
                 f"model {request.model!r} is not served here; use {self.generator.model_id!r} (see GET /v1/models)",
                 param="model",
             )
+        self._require_store()  # a store that stopped answering: 503 before admission, counted once
         options = self.sampling_options(request)
         if options.min_tokens is not None and options.min_tokens > options.max_tokens:
             raise BadRequestError(
@@ -170,7 +171,6 @@ class ChatService:
         ]
         prepared = Prepared(conversation=conversation, options=options)
         wanted = request.retrieval
-        self._require_store()  # before the input rail, which would otherwise answer a request we cannot serve
         retrieval = asyncio.create_task(
             self._search(
                 conversation[-1]["content"],
@@ -208,8 +208,15 @@ class ChatService:
         return prepared
 
     async def events(
-        self, prepared: Prepared, request_id: str, *, stream: bool
+        self,
+        prepared: Prepared,
+        request_id: str,
+        *,
+        stream: bool,
+        on_first_token: Callable[[], None] | None = None,
     ) -> AsyncGenerator[TextEvent | FinishEvent, None]:
+        """The answer as events. `on_first_token` runs when the engine's first text arrives, before any
+        window holds it (admission counts a request as waiting until then)."""
         if prepared.refused is not None:
             self.metrics.finish.labels("content_filter").inc()
             yield TextEvent(REFUSAL)
@@ -239,6 +246,9 @@ class ChatService:
                     if delta.finish_reason is not None:
                         finish = delta.finish_reason
                     pending += delta.text
+                    if on_first_token is not None and delta.text:
+                        on_first_token()
+                        on_first_token = None
                     if held_since is None and stream and guard is not None and pending:
                         held_since = time.perf_counter()
                     if guard is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -207,7 +208,9 @@ def test_a_store_that_stopped_answering_gives_503_before_retrieval(
     assert "Qdrant" in r.json()["error"]["message"]
     r = client.post("/v1/retrieve", json={"query": "Zorblax"})
     assert r.status_code == 503 and r.headers["retry-after"]
-    assert 'ripple_rejected_total{reason="store"} 2.0' in client.get("/metrics").text  # once per request
+    metrics = client.get("/metrics").text
+    assert 'ripple_rejected_total{reason="store"} 2.0' in metrics  # once per request
+    assert 'ripple_requests_total{status="error"}' not in metrics, "refused before admission: not an admitted error"
 
 
 def test_past_the_in_flight_limit_requests_get_429_before_any_work(settings, components) -> None:  # type: ignore[no-untyped-def]
@@ -331,11 +334,12 @@ def test_a_client_may_shorten_its_deadline_but_not_lengthen_it(settings, compone
         asyncio.run(Indexer(components.embedder, components.store).run([CORPUS]))
         r = c.post("/v1/chat/completions", json={"messages": [QUESTION]}, headers={"X-Request-Timeout": "0.3"})
         assert r.status_code == 504 and "0.3 s deadline" in r.json()["error"]["message"]
-        for bad in ("0", "-1", "soon", "nan", "inf"):
+        for bad in ("0", "-1", "soon", "nan", "inf", "1_0"):
             r = c.post("/v1/chat/completions", json={"messages": [QUESTION]}, headers={"X-Request-Timeout": bad})
             assert r.status_code == 400 and "X-Request-Timeout" in r.json()["error"]["message"], bad
-        r = c.post("/v1/chat/completions", json={"messages": [QUESTION]}, headers={"X-Request-Timeout": "1e9"})
-        assert r.status_code == 200, "a longer deadline than the server's is capped, not refused"
+        for long in ("1e9", "1e999"):
+            r = c.post("/v1/chat/completions", json={"messages": [QUESTION]}, headers={"X-Request-Timeout": long})
+            assert r.status_code == 200, "a longer deadline than the server's is capped, not refused"
 
 
 def test_a_client_that_leaves_before_the_stream_cancels_retrieval_and_rails() -> None:
@@ -624,3 +628,98 @@ def test_an_unexpected_failure_is_a_500_in_the_openai_shape_with_its_request_id(
     assert r.status_code == 500 and r.headers["x-request-id"] == "req-42"
     error = r.json()["error"]
     assert error["type"] == "internal_error" and "req-42" in error["message"] and "a bug" not in error["message"]
+
+
+def test_a_non_streamed_answer_stops_waiting_at_the_engines_first_token(settings, components) -> None:  # type: ignore[no-untyped-def]
+    """With output rails a non-streamed answer's first text comes out whole at the end: it was counted as
+    waiting for its first token all along, and took a RIPPLE_MAX_WAITING_REQUESTS slot while decoding."""
+    import httpx
+
+    from runtime.app import create_app
+
+    components.generator.delay = 0.05  # type: ignore[attr-defined]  # 9 words: about 0.45 s
+    limited = settings.model_copy(update={"max_waiting_requests": 1})
+
+    async def two_at_once(app: Any) -> tuple[list[int], int]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app") as http:
+            first = asyncio.ensure_future(http.post("/v1/chat/completions", json={"messages": [QUESTION]}))
+            await asyncio.sleep(0.25)  # decoding by now
+            waiting = app.state.admission.waiting
+            second = await http.post("/v1/chat/completions", json={"messages": [QUESTION]})
+            return [(await first).status_code, second.status_code], waiting
+
+    with TestClient(create_app(limited, components=components)) as c:
+        asyncio.run(Indexer(components.embedder, components.store).run([CORPUS]))
+        assert c.portal is not None
+        statuses, waiting = c.portal.call(two_at_once, c.app)
+    assert waiting == 0 and statuses == [200, 200]
+
+
+def slot_stream(body: Any, closed: list[str], ends_by: float | None = None) -> tuple[Any, Any]:
+    """A SlotStreamingResponse over `body` with an admission of its own; `closed` records its close."""
+    from runtime.admission import Admission, SlotStreamingResponse
+    from runtime.metrics import Metrics
+
+    async def on_close() -> None:
+        closed.append("on_close")
+
+    admission = Admission(4, 4, Metrics())
+    return admission, SlotStreamingResponse(body, ticket=admission.acquire(), on_close=on_close, ends_by=ends_by)
+
+
+async def never_disconnects() -> dict[str, Any]:
+    await asyncio.sleep(3600)
+    return {"type": "http.disconnect"}
+
+
+SCOPE = {"type": "http", "asgi": {"spec_version": "2.4"}}
+
+
+async def test_a_stream_whose_client_stopped_reading_is_closed_and_counted_when_it_ends() -> None:
+    """Starlette leaves a body that was waiting in `send` suspended when the response ends: its `finally`
+    (where a stream's outcome is counted) ran only when the garbage collector got to it."""
+    from starlette.requests import ClientDisconnect
+
+    closed: list[str] = []
+
+    async def body() -> Any:
+        try:
+            yield b"first"
+            yield b"second"
+        finally:
+            closed.append("body")
+
+    async def send(message: dict[str, Any]) -> None:
+        if message.get("body") == b"first":
+            raise OSError("the client is gone")
+
+    admission, response = slot_stream(body(), closed)
+    with pytest.raises((ClientDisconnect, BaseExceptionGroup)):  # Starlette's name for it; anyio may group it
+        await response(SCOPE, never_disconnects, send)
+    assert closed == ["body", "on_close"] and admission.in_flight == 0
+
+
+async def test_a_stream_whose_client_stops_reading_ends_past_its_deadline() -> None:
+    """A client that keeps the connection open but reads nothing blocks `send` for ever: the response is
+    bounded (deadline plus a grace for sending), so the slot comes back and the body is closed."""
+    closed: list[str] = []
+    sent: list[bytes] = []
+
+    async def body() -> Any:
+        try:
+            while True:
+                yield b"text"
+        finally:
+            closed.append("body")
+
+    async def send(message: dict[str, Any]) -> None:
+        if message.get("body"):
+            sent.append(message["body"])
+            if len(sent) == 2:
+                await asyncio.sleep(3600)  # the reader stalls
+
+    loop = asyncio.get_running_loop()
+    admission, response = slot_stream(body(), closed, ends_by=loop.time() + 0.2)
+    started = loop.time()
+    await response(SCOPE, never_disconnects, send)
+    assert loop.time() - started < 2 and closed == ["body", "on_close"] and admission.in_flight == 0
