@@ -53,16 +53,42 @@ def _break_at(text: str, tokens: list[tuple[int, int]], start: int, stop: int) -
     return stop
 
 
+CHARS_PER_TOKEN = 8
+"""A window holds at most this many characters per token of `max_tokens` (1,600 for 200). Ordinary text
+runs 4-5 characters a token; a word the tokenizer cannot read (over 100 characters: a hash, a hex dump, a
+DNA sequence) is one `[UNK]` token however long it is, and made a window of millions of characters."""
+_PIECE = 64
+
+
+def _pieces(tokens: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Tokens, with any longer than `_PIECE` characters split into pieces of at most that many."""
+    if all(end - start <= _PIECE for start, end in tokens):
+        return tokens
+    out: list[tuple[int, int]] = []
+    for start, end in tokens:
+        out.extend((at, min(at + _PIECE, end)) for at in range(start, end, _PIECE))
+    return out
+
+
 def _windows(text: str, tokens: list[tuple[int, int]], settings: ChunkerSettings) -> list[tuple[int, int]]:
+    tokens = _pieces(tokens)
+    longest = settings.max_tokens * CHARS_PER_TOKEN
     spans: list[tuple[int, int]] = []
     i, n = 0, len(tokens)
     while i < n:
         stop = min(i + settings.max_tokens, n)
+        while stop > i + 1 and tokens[stop - 1][1] - tokens[i][0] > longest:
+            stop -= 1
         cut = _break_at(text, tokens, i, stop) if stop < n else stop
         spans.append((tokens[i][0], tokens[cut - 1][1]))
         if cut >= n:
             break
-        i = max(cut - settings.overlap_tokens, i + 1)
+        following = max(cut - settings.overlap_tokens, i + 1)
+        # The overlap is bounded in characters too (a quarter of the longest window), or windows of long
+        # pieces would step by one piece at a time.
+        while following < cut - 1 and tokens[cut - 1][1] - tokens[following][0] > longest // 4:
+            following += 1
+        i = following
     return spans
 
 

@@ -33,7 +33,13 @@ _HTML = frozenset({".html", ".htm"})
 _PDF = frozenset({".pdf"})
 SUFFIXES: frozenset[str] = _MARKDOWN | _TEXT | _HTML | _PDF
 
-_FRONT_MATTER = re.compile(r"\A---[ \t]*\n.*?\n(?:---|\.\.\.)[ \t]*(?:\n|\Z)", re.DOTALL)
+# YAML front matter: a `---` line, then YAML whose first line is a key (or a comment), or nothing (Jekyll's
+# empty front matter), then `---` or `...`. A first `---` followed by prose is a thematic break, not front
+# matter: reading it as front matter dropped everything down to the next `---` line (a setext heading's).
+_FRONT_MATTER = re.compile(
+    r"\A---[ \t]*\n(?:(?:[ \t]*\#[^\n]*|[\w\"'][^\n:]*:(?:[ \t][^\n]*)?)\n(?:.*?\n)?)?(?:---|\.\.\.)[ \t]*(?:\n|\Z)",
+    re.DOTALL,
+)
 
 
 class ParseError(ValueError):

@@ -40,6 +40,11 @@ _CHROME = (
     " | //*[self::header or self::footer or self::aside][not(ancestor::article or ancestor::main)]"
 )
 
+# A heading's permalink (Sphinx's "headerlink", MkDocs' and Docusaurus' anchors): a link to the heading
+# itself whose text is a mark, which would end every heading and citation label ("Setup¶").
+_PERMALINKS = "//*[self::h1 or self::h2 or self::h3 or self::h4 or self::h5 or self::h6]//a[starts-with(@href, '#')]"
+_PERMALINK_MARKS = frozenset({"", "¶", "#", "§", "🔗", "\u200b", "\ufeff"})
+
 
 def parse_html(data: bytes) -> ParsedDocument:
     text = _XML_DECLARATION.sub("", _decode(data))  # lxml refuses str input that declares an encoding
@@ -49,6 +54,26 @@ def parse_html(data: bytes) -> ParsedDocument:
         raise ParseError(f"cannot parse HTML: {exc}") from None
     for element in tree.xpath(_CHROME):
         element.drop_tree()
+    for anchor in tree.xpath(_PERMALINKS):
+        if anchor.text_content().strip() in _PERMALINK_MARKS:
+            anchor.drop_tree()  # its tail text stays
+    # A list inside a table cell is dropped by trafilatura (the cell comes out empty): its items go in as
+    # one paragraph, "one; two".
+    for items in tree.xpath("//td//ul | //td//ol | //th//ul | //th//ol"):
+        if items.getparent() is None:
+            continue
+        paragraph = lxml.html.Element("p")
+        paragraph.text = "; ".join(" ".join(li.text_content().split()) for li in items.findall("li"))
+        paragraph.tail = items.tail
+        items.getparent().replace(items, paragraph)
+    # trafilatura takes the first <article> as the main text: a page of several (a blog index, one per
+    # API entry), or one with more content beside it inside <main>, lost the rest. Those become sections
+    # of <main> (or of the body), which is then the main text.
+    articles = tree.findall(".//article")
+    main = tree.find(".//main")
+    if (main is not None and main.find(".//article") is not None) or len(articles) > 1:
+        for article in articles:
+            article.tag = "section"
     body = tree.find("body")
     if body is not None and tree.find(".//article") is None and tree.find(".//main") is None:
         article = lxml.html.Element("article")

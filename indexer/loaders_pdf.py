@@ -84,10 +84,15 @@ def _pdf_errors() -> Iterator[None]:
 
 
 def _page_texts(data: bytes, reader: PdfReader) -> list[str]:
-    if reader.is_encrypted:
-        return [page.extract_text() for page in reader.pages]
     with _PDFIUM:
-        document = pdfium.PdfDocument(data)
+        try:
+            # A PDF encrypted against editing only (an empty user password, which pypdf has opened) opens
+            # in PDFium too, which joins hyphenated line ends and reads ligatures as pypdf does not.
+            document = pdfium.PdfDocument(data)
+        except pdfium.PdfiumError:
+            if not reader.is_encrypted:
+                raise
+            return [page.extract_text() for page in reader.pages]
         try:
             texts = []
             for page in document:

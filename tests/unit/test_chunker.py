@@ -56,3 +56,27 @@ def test_same_input_same_ids_other_settings_or_text_other_ids() -> None:
 def test_bad_settings_say_what_is_wrong(max_tokens: int, overlap: int) -> None:
     with pytest.raises(ValueError, match="max_tokens|overlap"):
         ChunkerSettings(max_tokens=max_tokens, overlap_tokens=overlap)
+
+
+def test_a_word_the_tokenizer_reads_as_one_token_does_not_make_a_huge_chunk() -> None:
+    """MiniLM's tokenizer reads a word over 100 characters as one [UNK] token, however long: a 200,000-
+    character hex dump was one chunk. Windows hold at most 8 characters per token of max_tokens, and
+    their overlap at most a quarter of that (ordinary text, at 4-5 characters a token, is not affected)."""
+    from indexer.chunker import CHARS_PER_TOKEN
+
+    def unk_offsets(text: str) -> list[tuple[int, int]]:  # as MiniLM's tokenizer cuts words over 100 chars
+        spans, at = [], 0
+        for word in text.split(" "):
+            spans.append((at, at + len(word)))
+            at += len(word) + 1
+        return [s for s in spans if s[1] > s[0]]
+
+    settings = ChunkerSettings(max_tokens=50, overlap_tokens=10)
+    text = "Before. " + "ab" * 10_000 + " after."
+    doc = ParsedDocument("text", (Section(text),))
+    chunks = chunk_document("d", "d.md", doc, unk_offsets, settings)
+    longest = 50 * CHARS_PER_TOKEN
+    assert len(chunks) > 1 and max(len(c.text) for c in chunks) <= longest
+    assert all(doc.text[c.start : c.end] == c.text for c in chunks)
+    steps = [b.start - a.start for a, b in zip(chunks[1:-1], chunks[2:], strict=True)]
+    assert min(steps) >= longest - longest // 4 - 64, "the overlap is bounded in characters too"

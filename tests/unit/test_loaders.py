@@ -309,3 +309,61 @@ def test_pdfs_parse_the_same_from_many_threads() -> None:
     with ThreadPoolExecutor(8) as pool:
         together = list(pool.map(lambda _: parse_file(FIXTURES / "outline.pdf"), range(32)))
     assert all(doc == alone for doc in together)
+
+
+def test_a_leading_thematic_break_is_not_front_matter(tmp_path: Path) -> None:
+    """A first `---` followed by prose was read as front matter, dropping everything down to the next `---`
+    line (here a setext heading's underline): the intro and the whole Setup section were lost."""
+    page = tmp_path / "page.md"
+    page.write_text("---\n\nIntro paragraph with a thematic break above.\n\n## Setup\n\nDo this.\n\nMore\n---\n\nend\n")
+    text = parse_file(page).text
+    assert "Intro paragraph" in text and "Do this." in text and "end" in text
+    empty = tmp_path / "jekyll.md"
+    empty.write_text("---\n---\n# Title\n\nBody text.\n")
+    doc = parse_file(empty)
+    assert [s.heading for s in doc.sections] == ["Title"] and "---" not in doc.text
+
+
+def test_html_heading_permalinks_are_dropped(tmp_path: Path) -> None:
+    """Sphinx and MkDocs put a "¶" link in every heading: it ended every heading path and citation label."""
+    page = tmp_path / "sphinx.html"
+    page.write_text(
+        '<html><body><main><h1>Guide<a class="headerlink" href="#guide">¶</a></h1><p>Intro text.</p>'
+        '<h2>Setup<a class="headerlink" href="#setup">¶</a></h2><p>See <a href="#setup">setup</a> below.</p>'
+        "</main></body></html>",
+        encoding="utf-8",
+    )
+    doc = parse_file(page)
+    assert [s.heading for s in doc.sections] == ["Guide", "Guide > Setup"] and "¶" not in doc.text
+    assert "See setup below." in doc.text, "a link in the text keeps its words"
+
+
+def test_html_keeps_every_article_and_lists_in_table_cells(tmp_path: Path) -> None:
+    """trafilatura keeps only the first <article> (a blog index lost every post but one; content beside
+    the article inside <main> was lost too) and empties a table cell that holds a list."""
+    page = tmp_path / "index.html"
+    page.write_text(
+        "<html><body><main><article><h2>Post one</h2><p>Alpha text.</p></article>"
+        "<article><h2>Post two</h2><p>Beta text.</p></article>"
+        "<section><h2>Options</h2><table><tr><th>name</th><th>values</th></tr>"
+        "<tr><td>mode</td><td><ul><li>dense</li><li>hybrid</li></ul></td></tr></table></section>"
+        "</main></body></html>",
+        encoding="utf-8",
+    )
+    doc = parse_file(page)
+    assert [s.heading for s in doc.sections] == ["Post one", "Post two", "Options"]
+    assert "| mode | dense; hybrid |" in doc.text
+
+
+@needs_data
+def test_a_pdf_encrypted_against_editing_reads_as_it_does_unencrypted(tmp_path: Path) -> None:
+    """pypdf read such PDFs itself, PDFium the rest: the German lecture notes came out with 46 hyphenated
+    line ends unjoined ("Abbil-\ndung") and words split differently."""
+    original = DATA / "pdf" / "GeoTopo-komprimiert.pdf"
+    writer = PdfWriter(clone_from=original)
+    writer.encrypt(user_password="", owner_password="owner-secret", algorithm="AES-128")
+    locked = tmp_path / "locked.pdf"
+    with locked.open("wb") as out:
+        writer.write(out)
+    assert PdfReader(locked).is_encrypted
+    assert parse_file(locked).text == parse_file(original).text
