@@ -47,7 +47,13 @@ def _label(value: Any, where: str) -> int:
 def load_labelled(path: Path, text_column: str | None = None, label_column: str | None = None) -> LabelledSet:
     """Rows of `path` as texts and 0/1 labels; see the module docstring for the formats recognised."""
     if path.suffix == ".jsonl":
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        rows = []
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{path} line {number} is not JSON ({exc.msg}): one object per line") from None
     elif path.suffix == ".csv":
         with path.open(newline="") as f:
             rows = list(csv.DictReader(f))

@@ -10,14 +10,19 @@ and hashed (murmur3, 32 bits) to sparse indices. Nothing is downloaded.
 
 from __future__ import annotations
 
-import re
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
 
 import mmh3
+import regex
 
-_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+# Words: runs of letters and digits of any script with the combining marks inside them (Hindi's vowel
+# signs, Thai's tone marks), read in NFC so a decomposed "é" is the composed one.
+_WORD = regex.compile(r"[\p{L}\p{N}\p{M}]+")
+WORDS_VERSION = 2
+"""Bump when the word splitting changes: it is part of the encoder's name, so of every collection's version."""
 STOP_WORDS = frozenset(
     """a about above after again against all am an and any are as at be because been before being below between
     both but by can could did do does doing down during each few for from further had has have having he her here
@@ -49,10 +54,10 @@ class Bm25Encoder:
 
     @property
     def name(self) -> str:
-        return f"bm25-k{self.k1:g}-b{self.b:g}-l{self.avg_len:g}"
+        return f"bm25-k{self.k1:g}-b{self.b:g}-l{self.avg_len:g}-w{WORDS_VERSION}"
 
     def terms(self, text: str) -> list[str]:
-        words = [w for w in _WORD.findall(text.lower()) if w not in STOP_WORDS]
+        words = [w for w in _WORD.findall(unicodedata.normalize("NFC", text).lower()) if w not in STOP_WORDS]
         return list(self._stemmer.stemWords(words))
 
     def _vector(self, weights: dict[int, float]) -> SparseVector:

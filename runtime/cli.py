@@ -49,6 +49,19 @@ def _fail(message: str) -> None:
     raise typer.Exit(1)
 
 
+def _check_json_target(path: Path | None) -> None:
+    """Refuse a --json path that cannot be written before any work is done (a long run's results would be
+    lost to a traceback at the end)."""
+    if path is None:
+        return
+    if str(path) == "-":
+        _fail("--json takes a file path (- for standard output is not supported): give a file name")
+    if path.is_dir():
+        _fail(f"--json {path} is a folder: give a file path")
+    if not path.absolute().parent.is_dir():
+        _fail(f"--json {path}: the folder {path.absolute().parent} does not exist")
+
+
 @app.callback()
 def main(
     config: Annotated[
@@ -94,6 +107,7 @@ def index(
 
     if not paths and not gc:
         _fail("give PATH(s) to index, or --gc")
+    _check_json_target(json_path)
     settings = _settings(collection=collection)
 
     async def run() -> dict[str, Any]:
@@ -108,7 +122,8 @@ def index(
         try:
             if paths:
                 total = sum(1 for _ in walk(paths, []))
-                with tqdm(total=total, unit="file", disable=quiet, dynamic_ncols=True) as bar:
+                # None: tqdm turns itself off when stderr is not a terminal (a log file in CI)
+                with tqdm(total=total, unit="file", disable=True if quiet else None, dynamic_ncols=True) as bar:
                     started = time.perf_counter()
 
                     def progress(files: int, chunks: int) -> None:
@@ -155,7 +170,7 @@ def eval_retrieval(
     modes: Annotated[str, typer.Option(help="Comma-separated: dense, sparse, hybrid.")] = "dense,sparse,hybrid",
     max_queries: Annotated[
         int | None,
-        typer.Option(help="At most this many queries: the first by id (--dataset), an even sample (--squad)."),
+        typer.Option(min=1, help="At most this many queries: the first by id (--dataset), an even sample (--squad)."),
     ] = None,
     whole_documents: Annotated[
         bool,
@@ -173,15 +188,21 @@ def eval_retrieval(
     from indexer.evaluation import whole_documents as whole_documents_setup
     from indexer.pipeline import Indexer
     from indexer.retriever import QdrantRetriever
+    from indexer.store import StoreError
     from runtime.components import build_embedder, build_store, embed_backend
+    from runtime.errors import ConfigError
 
     if (dataset is None) == (squad is None):
         _fail("give exactly one of --dataset DIR or --squad FILE")
+    _check_json_target(json_path)
     wanted = [m.strip() for m in modes.split(",") if m.strip()]
     if not wanted or any(m not in ("dense", "sparse", "hybrid") for m in wanted):
         _fail(f"--modes takes dense, sparse and hybrid, not {modes!r}")
     settings = _settings()
-    data = load_squad(squad, max_queries) if squad else load_beir(dataset, split)  # type: ignore[arg-type]
+    try:
+        data = load_squad(squad, max_queries) if squad else load_beir(dataset, split)  # type: ignore[arg-type]
+    except (OSError, ValueError, KeyError) as exc:  # a missing file, bad JSON (a ValueError), a missing field
+        _fail(f"cannot read {squad or dataset}: {exc}")
     if dataset is not None and max_queries is not None:
         keep = sorted(data.queries)[:max_queries]
         data = type(data)(data.name, data.corpus, {q: data.queries[q] for q in keep}, {q: data.qrels[q] for q in keep})
@@ -204,7 +225,10 @@ def eval_retrieval(
         finally:
             await store.close()
 
-    results = asyncio.run(run())
+    try:
+        results = asyncio.run(run())
+    except (StoreError, ConfigError) as exc:
+        _fail(str(exc))
     index = results.pop("_index")
     model = results.pop("_model")
     typer.echo(f"{data.name}: {index['documents']} documents, {len(data.queries)} queries ({index['version']})")
@@ -253,6 +277,7 @@ def eval_guards(
     from guards.evaluation import evaluate_input_rails, load_labelled, no_llm, table
     from guards.nemo import NemoGuard
 
+    _check_json_target(json_path)
     settings = _settings()
     try:
         data = load_labelled(dataset, text_column, label_column)
@@ -314,16 +339,32 @@ def serve(
     from runtime.server import serve as run_server
 
     settings = _settings(host=host, port=port)
+    _check_port(settings.host, settings.port)
     run_server(create_app(settings), settings)
+
+
+def _check_port(host: str, port: int) -> None:
+    """Fail at once when the port is taken: uvicorn binds it only after the engine has started (a minute)."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        _fail(f"cannot listen on {host}:{port} ({exc.strerror or exc}): stop what holds it, or set RIPPLE_PORT")
 
 
 @app.command()
 def ask(
     question: Annotated[str, typer.Argument(help="The question to answer from the indexed documents.")],
-    max_tokens: Annotated[int | None, typer.Option(help="Longest answer, in tokens.")] = None,
+    max_tokens: Annotated[int | None, typer.Option(min=1, help="Longest answer, in tokens.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")] = False,
 ) -> None:
     """Answer one question with its sources, in this process (no server needed)."""
+    if not question.strip():
+        _fail("the question is empty: give the question to answer")
     from indexer.store import StoreError
     from runtime.chat import ChatService, FinishEvent, TextEvent
     from runtime.components import build_components, start_components

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
@@ -26,6 +27,8 @@ from guards import DEFAULT_CONFIG as DEFAULT_GUARDS_CONFIG
 from indexer.chunker import ChunkerSettings
 from indexer.retriever import RetrievalSettings
 from runtime.models import best_dtype, default_cache_dir
+
+_COLLECTION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
 
 class Settings(BaseSettings):
@@ -245,6 +248,16 @@ class Settings(BaseSettings):
     def _split_urls(cls, value: object) -> object:
         if isinstance(value, str):
             return [u.strip() for u in value.split(",") if u.strip()]
+        return value
+
+    @field_validator("collection")
+    @classmethod
+    def _check_collection(cls, value: str) -> str:
+        if not _COLLECTION.fullmatch(value):
+            raise ValueError(
+                f"RIPPLE_COLLECTION {value!r} is not a collection name: use letters, digits, '_', '-' and '.', "
+                "starting with a letter or digit"
+            )
         return value
 
     @field_validator("upstream_urls")

@@ -42,6 +42,16 @@ def test_bm25_terms_are_stemmed_without_stop_words_and_saturate() -> None:
     assert enc.encode_query("genes gene").values == [1.0]
 
 
+def test_bm25_words_keep_their_combining_marks_and_read_in_nfc() -> None:
+    """Combining marks split words (Hindi "हिन्दी" became ["ह", "न", "द"], matching any word with those
+    consonants), and a decomposed "é" did not match a composed one."""
+    enc = Bm25Encoder()
+    assert enc.terms("हिन्दी भाषा") == ["हिन्दी", "भाषा"]
+    assert enc.terms("re\u0301sume\u0301") == enc.terms("résumé") == ["résumé"]
+    assert enc.terms("RIPPLE_TOP_K, α-helix Ca²") == ["rippl", "top", "k", "α", "helix", "ca²"]
+    assert enc.name.endswith("-w2"), "a new word splitting is a new encoder, so a new collection version"
+
+
 def write_beir(folder: Path) -> None:
     (folder / "qrels").mkdir(parents=True)
     docs = {
