@@ -93,7 +93,7 @@ def index(
         bool, typer.Option("--gc", help="Drop old versions of the collection (other models or chunkers).")
     ] = False,
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write the summary as JSON here.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar (for scripts and logs).")] = False,
 ) -> None:
     """Embed documents into Qdrant, incrementally: unchanged files are skipped, changed files replace their
     old chunks. A new embedding model or chunker builds a new version of the collection, published
@@ -122,8 +122,7 @@ def index(
         try:
             if paths:
                 total = sum(1 for _ in walk(paths, []))
-                # None: tqdm turns itself off when stderr is not a terminal (a log file in CI)
-                with tqdm(total=total, unit="file", disable=True if quiet else None, dynamic_ncols=True) as bar:
+                with tqdm(total=total, unit="file", disable=quiet, dynamic_ncols=True) as bar:
                     started = time.perf_counter()
 
                     def progress(files: int, chunks: int) -> None:
