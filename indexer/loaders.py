@@ -87,8 +87,17 @@ def decode_text(data: bytes, encoding: str | None = None) -> str:
             encoding, skip = "utf-8", len(codecs.BOM_UTF8)
         else:
             encoding = "utf-16" if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) else "utf-8"
-    nul = -1 if encoding.startswith("utf-16") else data.find(b"\x00")
+    if data.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+        encoding, skip = "utf-32", 0  # its BOM starts like UTF-16 LE's: checked first
+    nul = -1 if encoding.startswith(("utf-16", "utf-32")) else data.find(b"\x00")
     if nul >= 0:  # checked before decoding: "binary" says more than "not UTF-8" for an image or archive
+        head = data[:4096]
+        odd, even = head[1::2], head[0::2]
+        if len(head) >= 4 and (odd.count(0) > 0.9 * len(odd) or even.count(0) > 0.9 * len(even)):
+            raise ParseError(
+                "text in UTF-16 without a byte-order mark (every other byte is 0): re-save the file as UTF-8 "
+                "(e.g. `iconv -f utf-16le -t utf-8`)"
+            )
         raise ParseError(f"binary content: NUL byte at offset {nul}; this does not look like a text file")
     try:
         text = data[skip:].decode(encoding)

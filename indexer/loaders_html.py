@@ -57,6 +57,10 @@ def parse_html(data: bytes) -> ParsedDocument:
     for anchor in tree.xpath(_PERMALINKS):
         if anchor.text_content().strip() in _PERMALINK_MARKS:
             anchor.drop_tree()  # its tail text stays
+    # trafilatura writes a <details> block's <summary> as a heading, which then files the text after the
+    # block under it: it is the block's first paragraph.
+    for summary in tree.iter("summary"):
+        summary.tag = "p"
     # A list inside a table cell is dropped by trafilatura (the cell comes out empty): its items go in as
     # one paragraph, "one; two".
     for items in tree.xpath("//td//ul | //td//ol | //th//ul | //th//ol"):

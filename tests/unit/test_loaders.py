@@ -367,3 +367,25 @@ def test_a_pdf_encrypted_against_editing_reads_as_it_does_unencrypted(tmp_path: 
         writer.write(out)
     assert PdfReader(locked).is_encrypted
     assert parse_file(locked).text == parse_file(original).text
+
+
+def test_utf16_without_a_bom_and_utf32_are_told_apart_from_binary(tmp_path: Path) -> None:
+    """UTF-16 without a byte-order mark was called binary, and UTF-32 with one was read as UTF-16."""
+    no_bom = tmp_path / "notes.txt"
+    no_bom.write_bytes("Plain notes, saved by an old editor.".encode("utf-16-le"))
+    with pytest.raises(ParseError, match="UTF-16 without a byte-order mark.*re-save the file as UTF-8"):
+        parse_file(no_bom)
+    wide = tmp_path / "wide.txt"
+    wide.write_bytes("Notes in UTF-32.".encode("utf-32"))
+    assert parse_file(wide).text == "Notes in UTF-32."
+
+
+def test_html_details_summary_is_a_paragraph_not_a_heading(tmp_path: Path) -> None:
+    page = tmp_path / "faq.html"
+    page.write_text(
+        "<html><body><main><h2>Intro</h2><p>First.</p><details><summary>Show more</summary>"
+        "<p>Hidden detail.</p></details><p>Last.</p></main></body></html>",
+        encoding="utf-8",
+    )
+    doc = parse_file(page)
+    assert [s.heading for s in doc.sections] == ["Intro"] and "Show more" in doc.text and "Last." in doc.text
