@@ -34,7 +34,7 @@ import httpx
 import psutil
 
 from benchmarks.compare import DOCS, QUESTIONS
-from benchmarks.harness import RIPPLE, machine, ripple_server
+from benchmarks.harness import RIPPLE, machine, ripple_server, sse_lines
 from benchmarks.load import Load, fmt, run_load
 from benchmarks.prompts import as_messages
 
@@ -104,8 +104,7 @@ async def open_and_cut(client: httpx.AsyncClient, base_url: str, body: dict[str,
     if response.status_code != 200:
         await response.aclose()
         raise RuntimeError(f"stream refused: {response.status_code} {(await response.aread())[:200]!r}")
-    lines = response.aiter_lines()
-    async for line in lines:
+    async for line in sse_lines(response):
         if line.startswith("data: ") and '"content"' in line:
             break
     return response

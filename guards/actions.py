@@ -15,7 +15,6 @@ from guards.checks import (
     contains_secret,
     looks_like_injection,
     looks_planted,
-    strip_hidden,
     strip_hidden_but_joiners,
 )
 from guards.grounding import Groundedness
@@ -66,8 +65,8 @@ async def ripple_mask_output(context: dict[str, Any] | None = None) -> str:
 def check_chunk(text: str) -> str | None:
     """A retrieved chunk without its hidden characters, or None when it carries planted instructions, in
     its text or in a reading of it that undoes an obfuscation (`guards.views`)."""
-    visible = strip_hidden_but_joiners(text)
-    if not strip_hidden(text).strip() or any(looks_planted(view) for view in views(text)):
+    visible = strip_hidden_but_joiners(text)  # a joiner is kept only between letters: no blank passage keeps one
+    if not visible.strip() or any(looks_planted(view) for view in views(text)):
         return None
     return visible
 

@@ -26,6 +26,7 @@ from runtime import sse
 from runtime.admission import Admission, SlotStreamingResponse, Ticket
 from runtime.chat import ChatService, FinishEvent, TextEvent
 from runtime.errors import BadRequestError, ClientClosedError, DeadlineError, ModelNotFoundError, RippleError
+from runtime.generation import SamplingOptions
 from runtime.schemas import ChatCompletionRequest, Citation, RetrieveRequest, chunk_payload
 
 logger = logging.getLogger(__name__)
@@ -75,13 +76,13 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, servic
             param="messages",
         )
     timeout = _timeout(request, service)
-    service.check(body)
+    options = service.check(body)
     admission: Admission = request.app.state.admission
     ticket = admission.acquire()
     try:
         # Until a stream starts (and for the whole of a non-streamed answer) a client that leaves cancels
         # the work: retrieval, rails and generation. Once streaming, the response itself notices.
-        return await _until_disconnect(request, _answer(body, service, ticket, arrived, timeout))
+        return await _until_disconnect(request, _answer(body, options, service, ticket, arrived, timeout))
     except ClientClosedError:
         service.metrics.requests.labels("cancelled").inc()
         service.metrics.cancelled.inc()
@@ -146,7 +147,12 @@ def _deadline_error(service: ChatService, timeout: float) -> DeadlineError:
 
 
 async def _answer(
-    body: ChatCompletionRequest, service: ChatService, ticket: Ticket, arrived: float, timeout: float
+    body: ChatCompletionRequest,
+    options: SamplingOptions,
+    service: ChatService,
+    ticket: Ticket,
+    arrived: float,
+    timeout: float,
 ) -> Response:
     request_id = uuid.uuid4().hex
     logger.info("chat completion %s (stream=%s)", request_id, body.stream)
@@ -154,7 +160,7 @@ async def _answer(
     deadline = loop.time() + timeout - (time.perf_counter() - arrived)
     try:
         async with asyncio.timeout_at(deadline):
-            prepared = await service.prepare(body)
+            prepared = await service.prepare(body, options)
     except TimeoutError:
         raise _deadline_error(service, timeout) from None
     completion_id, created, model = f"chatcmpl-{request_id}", int(time.time()), service.generator.model_id

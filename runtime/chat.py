@@ -164,8 +164,9 @@ class ChatService:
             )
         return options
 
-    async def prepare(self, request: ChatCompletionRequest) -> Prepared:
-        options = self.check(request)
+    async def prepare(self, request: ChatCompletionRequest, options: SamplingOptions | None = None) -> Prepared:
+        """`options`: what `check` made of the request, when the caller ran it already (before admission)."""
+        options = options or self.check(request)
         conversation: list[Message] = [
             {"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in request.messages
         ]
@@ -257,7 +258,6 @@ class ChatService:
                             released, pending = released + pending, ""
                         continue
                     cut, check = 0, None
-                    settled = _settled(released, pending)
                     if early is not None and len(pending) > len(early_text):
                         # A window may end where the early check's text does now (the word ended): its
                         # verdict is the window's. Otherwise the word went on and that verdict is of no use.
@@ -267,7 +267,7 @@ class ChatService:
                             _drop(early)
                         early = None
                     if not cut and len(pending) >= window:
-                        cut = _window_cut(pending, settled)
+                        cut = _window_cut(pending, _settled(released, pending))
                         if (
                             not cut
                             and early is None
@@ -323,6 +323,9 @@ _EARLY_CHECKS = 2
 longer word; after that the word's check waits for it to end (each dropped check is wasted work)."""
 
 
+_CONTEXT = 64
+
+
 def _settled(released: str, pending: str, end: int | None = None) -> int:
     """How much of `pending` the output rails have settled: Ripple's rails rewrite the answer so far
     (masking, the groundedness flag), and a window may only end where no text to come can change what
@@ -330,8 +333,11 @@ def _settled(released: str, pending: str, end: int | None = None) -> int:
     arriving, nor between a sentence's end and citations that may follow it). Sent text is never taken
     back, so this is what keeps a streamed answer the same as the unstreamed one, secrets masked whole.
     `end`: the latest cut wanted, in `pending`."""
-    text = released + pending
-    start = len(released)
+    # What was released is settled: the rails only look a few characters back into it (a word boundary,
+    # a run of digit groups going on), so a short tail stands for it rather than a copy per token.
+    tail = released[-_CONTEXT:]
+    text = tail + pending
+    start = len(tail)
     cut, before = masking.settled(text, start), -1
     if end is not None:
         cut = min(cut, start + end)

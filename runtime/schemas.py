@@ -10,7 +10,7 @@ An explicit null is "not given" (`RequestModel`), as in OpenAI's API, so that a 
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator, model_validator
 
@@ -91,10 +91,9 @@ class StreamOptions(RequestModel):
     include_obfuscation: bool = False
 
 
-# Strict: a boolean is no integer here, nor a numeric string an integer, and an integer must fit the
-# 64 bits Qdrant stores (no payload field Ripple writes is boolean).
-FilterInt = Annotated[StrictInt, Field(ge=-_INT64 - 1, le=_INT64)]
-FilterValue = StrictStr | FilterInt | list[StrictStr] | list[FilterInt]
+# Strict: a boolean is no integer here, nor a numeric string an integer (`_check_filter` says so in words,
+# and bounds integers to the 64 bits Qdrant stores; no payload field Ripple writes is boolean).
+FilterValue = StrictStr | StrictInt | list[StrictStr] | list[StrictInt]
 
 
 def _check_filter(value: Any) -> Any:

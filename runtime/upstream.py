@@ -16,6 +16,7 @@ upstream answers.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncGenerator, Sequence
@@ -282,6 +283,7 @@ class OpenAIUpstreamGenerator:
         )
 
 
+@functools.cache
 def _http_errors() -> tuple[type[BaseException], ...]:
     """The base errors of the HTTP libraries the openai client may use (httpx; httpx2 from openai 3)."""
     import httpx

@@ -14,16 +14,20 @@ from runtime.settings import Settings
 from runtime.vllm_generator import VllmGenerator, chat_prompt, prompt_ids
 
 
+def engine_config(settings: Settings) -> Any:
+    """vLLM's resolved config for the engine these settings would start, built as `runtime.components`
+    builds the generator (nothing is loaded)."""
+    from runtime.components import build_generator
+
+    generator = build_generator(settings)
+    assert isinstance(generator, VllmGenerator)
+    return generator.engine_args().create_engine_config()
+
+
 @pytest.mark.parametrize("tokens", [0, 4])
 def test_ngram_speculation_reaches_vllm_as_prompt_lookup(tokens: int, tmp_path: Path) -> None:
     settings = Settings(speculative_ngram_tokens=tokens, qdrant_path=tmp_path / "qdrant")
-    generator = VllmGenerator(
-        resolve_chat_model(settings.model, settings.cache_dir),
-        served_name=settings.served_model_name,
-        dtype="float32",
-        speculative_ngram_tokens=settings.speculative_ngram_tokens,
-    )
-    config = generator.engine_args().create_engine_config()
+    config = engine_config(settings)
     spec = config.speculative_config
     if tokens == 0:
         assert spec is None
@@ -91,12 +95,6 @@ async def test_the_engine_tokenizes_the_prompt_as_ripple_counts_it(tmp_path: Pat
 @pytest.mark.parametrize("tokens", [None, 512])
 def test_the_step_budget_reaches_vllms_scheduler(tokens: int | None, tmp_path: Path) -> None:
     settings = Settings(engine_max_batched_tokens=tokens, qdrant_path=tmp_path / "qdrant")
-    generator = VllmGenerator(
-        resolve_chat_model(settings.model, settings.cache_dir),
-        served_name=settings.served_model_name,
-        dtype="float32",
-        max_batched_tokens=settings.engine_max_batched_tokens,
-    )
-    scheduler = generator.engine_args().create_engine_config().scheduler_config
+    scheduler = engine_config(settings).scheduler_config
     assert scheduler.enable_chunked_prefill
     assert scheduler.max_num_batched_tokens == (tokens or 2048), "unset leaves vLLM's CPU default"

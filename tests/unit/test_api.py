@@ -527,7 +527,8 @@ async def test_a_stream_whose_client_left_before_its_first_frame_stops_its_gener
         await Indexer(components.embedder, components.store).run([CORPUS])
         ticket = app.state.admission.acquire()
         body = ChatCompletionRequest.model_validate({"messages": [QUESTION], "stream": True})
-        response = await _answer(body, app.state.service, ticket, time.perf_counter(), 30)
+        service = app.state.service
+        response = await _answer(body, service.check(body), service, ticket, time.perf_counter(), 30)
         assert components.generator.unfinished_requests() == 1
 
         async def receive() -> dict[str, str]:

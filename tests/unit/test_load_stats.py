@@ -196,6 +196,12 @@ SHAREGPT = [{"id": "1", "conversations": [{"from": "human", "value": "C?"}, {"fr
         ),
         ("llama.txt", "[INST] I? [/INST]\nJ?\n", ["[INST] I? [/INST]", "J?"]),
         ("rows.json", '{"text": "K?"}\n{"text": "L?"}\n', ["K?", "L?"]),  # JSONL named .json
+        # Empty prompts are left out (they were sent), and a file's kind is not misread:
+        ("strings.json", '["A?", "", "  "]', ["A?"]),
+        ("empty.jsonl", '{"question": ""}\n{"question": "B?"}\n', ["B?"]),
+        ("turn.json", json.dumps([{"conversations": [{"from": "human", "value": ""}]}, {"text": "C?"}]), ["C?"]),
+        ("UPPER.CSV", 'Prompt,category\n"Hello, world?",x\n', ["Hello, world?"]),
+        ("curly.txt", "{curly} braces in a prompt?\nD?\n", ["{curly} braces in a prompt?", "D?"]),
     ],
 )
 def test_questions_from_the_common_dataset_formats(
@@ -237,24 +243,6 @@ def test_conversations_without_a_user_turn_are_left_out_and_counted(
     sharegpt.write_text(json.dumps(rows[:2]))
     with pytest.raises(SystemExit, match="no prompts in it"):
         load_questions(sharegpt)
-
-
-@pytest.mark.parametrize(
-    "name,content,expected",
-    [
-        ("strings.json", '["A?", "", "  "]', ["A?"]),
-        ("empty.jsonl", '{"question": ""}\n{"question": "B?"}\n', ["B?"]),
-        ("turn.json", json.dumps([{"conversations": [{"from": "human", "value": ""}]}, {"text": "C?"}]), ["C?"]),
-        ("UPPER.CSV", 'Prompt,category\n"Hello, world?",x\n', ["Hello, world?"]),
-        ("curly.txt", "{curly} braces in a prompt?\nD?\n", ["{curly} braces in a prompt?", "D?"]),
-    ],
-)
-def test_empty_prompts_are_left_out_and_a_files_kind_is_not_misread(
-    tmp_path: Path, name: str, content: str, expected: list[str]
-) -> None:
-    dataset = tmp_path / name
-    dataset.write_text(content, encoding="utf-8")
-    assert load_questions(dataset) == expected
 
 
 def test_load_levels_must_be_above_zero() -> None:
