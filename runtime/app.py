@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from indexer.pipeline import Indexer
+from indexer.store import StoreError
 from runtime import logs
 from runtime.admission import Admission
 from runtime.api import install_error_handlers, router
@@ -35,13 +36,26 @@ logger = logging.getLogger(__name__)
 _UPLOADS = "/v1/documents"
 
 
+@contextmanager
+def _explained_failures(app: FastAPI) -> Iterator[None]:
+    """Start-up errors whose message already says what to change (a store that cannot open, a collection
+    embedded by another model, a missing model) are kept for `ripple serve` to print instead of a traceback."""
+    try:
+        yield
+    except (RippleError, StoreError) as exc:
+        app.state.start_up_error = str(exc)
+        raise
+
+
 def create_app(settings: Settings, *, components: Components | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        parts = components or build_components(settings)
+        with _explained_failures(app):
+            parts = components or build_components(settings)
         metrics = Metrics()
         async with AsyncExitStack() as stack:
-            await start_components(parts, stack)
+            with _explained_failures(app):
+                await start_components(parts, stack)
             metrics.watch_engine(parts.generator.unfinished_requests)
             indexer = parts.indexer
             jobs = JobRunner(lambda paths, progress: _index(indexer, paths, progress))

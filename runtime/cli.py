@@ -335,11 +335,15 @@ def serve(
 ) -> None:
     """Serve the OpenAI-compatible API (POST /v1/chat/completions) with retrieval and rails."""
     from runtime.app import create_app
+    from runtime.server import StartUpError
     from runtime.server import serve as run_server
 
     settings = _settings(host=host, port=port)
     _check_port(settings.host, settings.port)
-    run_server(create_app(settings), settings)
+    try:
+        run_server(create_app(settings), settings)
+    except StartUpError as exc:
+        _fail(f"cannot start: {exc}")
 
 
 def _check_port(host: str, port: int) -> None:

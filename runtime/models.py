@@ -77,6 +77,12 @@ def _packaged_gguf() -> Path:
 def resolve_chat_model(model: str | None, cache_dir: Path) -> str:
     """Return a model folder or id that vLLM can load, converting the packaged default if needed."""
     if model and model != DEFAULT_CHAT_MODEL:
+        path = Path(model).expanduser()
+        if (path.is_absolute() or model.startswith(".")) and not (path / "config.json").is_file():
+            raise ConfigError(
+                f"RIPPLE_MODEL={model} is not a model folder (no config.json there): give a Hugging Face "
+                "folder or a hub id, or leave it unset for the packaged SmolLM2-135M"
+            )
         return model
     target = cache_dir / "models" / DEFAULT_CHAT_MODEL
     if (target / "config.json").is_file():

@@ -27,6 +27,7 @@ from typing import NoReturn
 import psutil
 import uvicorn
 from fastapi import FastAPI
+from starlette.types import Message, Receive, Scope, Send
 
 from runtime.settings import Settings
 
@@ -127,11 +128,46 @@ def _is_resource_tracker(process: psutil.Process) -> bool:
         return False
 
 
+class StartUpError(Exception):
+    """The lifespan failed with an error whose message says what to change (a store that cannot open, a
+    collection embedded by another model, a missing model): `ripple serve` prints it as one line."""
+
+
 def serve(app: FastAPI, settings: Settings) -> None:
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_config=None, timeout_graceful_shutdown=SHUTDOWN_GRACE_S
+        _QuietStartUpFailure(app),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
     )
     # uvicorn re-raises the signals it caught once it has shut down; with a handler that does nothing
     # in place, a completed shutdown exits 0, as process supervisors expect.
     signal.signal(signal.SIGTERM, lambda *_: None)
-    DrainingServer(config, app, settings.drain_timeout_s).run()
+    try:
+        DrainingServer(config, app, settings.drain_timeout_s).run()
+    except SystemExit:
+        if (error := getattr(app.state, "start_up_error", None)) is not None:
+            raise StartUpError(error) from None
+        raise
+
+
+class _QuietStartUpFailure:
+    """Starlette reports a failed lifespan start-up to uvicorn as the formatted traceback, which uvicorn
+    logs. For the errors the lifespan marks as explained (`app.state.start_up_error`) the report goes
+    without it: forty lines would bury the one that says what to change. Other failures keep theirs."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self._app(scope, receive, send)
+            return
+
+        async def report(message: Message) -> None:
+            if message["type"] == "lifespan.startup.failed" and hasattr(self._app.state, "start_up_error"):
+                message = {**message, "message": ""}
+            await send(message)
+
+        await self._app(scope, receive, report)

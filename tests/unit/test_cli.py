@@ -52,3 +52,25 @@ def test_serve_fails_at_once_on_a_port_in_use() -> None:
         port = taken.getsockname()[1]
         code, text = run("serve", "--port", str(port))
     assert code == 1 and f"cannot listen on 127.0.0.1:{port}" in text, text
+
+
+@pytest.mark.parametrize(
+    "setting,value,words",
+    [
+        ("RIPPLE_QDRANT_PATH", "{tmp}/a-file/qdrant", "cannot open the Qdrant Edge folder"),
+        ("RIPPLE_MODEL", "{tmp}/no-model", "is not a model folder"),
+    ],
+)
+def test_serve_start_up_failures_are_one_line_and_exit_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, setting: str, value: str, words: str
+) -> None:
+    """Both fail before the engine starts, inside uvicorn's lifespan, which used to log Starlette's traceback
+    and exit 3."""
+    (tmp_path / "a-file").write_text("not a folder")
+    monkeypatch.setenv(setting, value.format(tmp=tmp_path))
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    code, text = run("serve", "--port", str(port))
+    assert code == 1 and "ripple: cannot start: " in text and words in text, text
+    assert "Traceback" not in text, text
