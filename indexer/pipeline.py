@@ -39,7 +39,9 @@ Item = tuple[str, Callable[[], ParsedDocument]]
 """A document to index: its source name and how to load it."""
 POOL_BATCHES = 16
 Progress = Callable[[int, int], None]
-"""Called after each file with (files done, chunks embedded so far)."""
+"""Called as work ends with (files finished, chunks embedded so far). A file is finished when its chunks are
+stored, or when it was found unchanged or failed: not when it was parsed, which runs ahead of the embedder
+by up to a pool of chunks (a small corpus would show 100% before any chunk was embedded)."""
 
 
 @dataclass
@@ -258,10 +260,16 @@ class Indexer:
                 raise
             await parsed.put(None)
 
+        def report() -> None:
+            if progress is not None:
+                finished = len(summary.added) + len(summary.updated) + len(summary.unchanged) + len(summary.failed)
+                progress(finished, summary.chunks_embedded)
+
         async def embed_all() -> None:
             while (pool := await pools.get()) is not None:
                 vectors = await asyncio.to_thread(self.embedder.embed, [c.text for c in pool])
                 summary.chunks_embedded += len(pool)
+                report()
                 await batches.put((pool, vectors, [sparse_of.pop(c.id) for c in pool]))
             await batches.put(None)
 
@@ -276,17 +284,16 @@ class Indexer:
                         if not doc.new:  # a new document has no stale chunks; skip the filtered scan
                             await self.store.delete_document(version, doc.doc_id, keep_hash=chunk.content_hash)
                         (summary.added if doc.new else summary.updated).append(doc.source)
+                report()
 
         # Embed pools of several batches: the embedder sorts each call's texts by length, so a larger
         # pool wastes less compute on padding.
         pool = self.batch_size * POOL_BATCHES
         tasks = [asyncio.create_task(parse_all()), asyncio.create_task(embed_all()), asyncio.create_task(upsert_all())]
         pending: list[Chunk] = []
-        done = 0
         try:
             while (item := await parsed.get()) is not None:
                 name, result = item
-                done += 1
                 if isinstance(result, BaseException):
                     summary.failed.append({"source": name, "error": _reason(result)})
                 else:
@@ -296,8 +303,7 @@ class Indexer:
                     while len(pending) >= pool:
                         await _put(pools, pending[:pool], tasks)
                         del pending[:pool]
-                if progress is not None:
-                    progress(done, summary.chunks_embedded)
+                report()
             if pending:
                 await _put(pools, pending, tasks)
             await _put(pools, None, tasks)
@@ -305,8 +311,7 @@ class Indexer:
         finally:
             for task in tasks:
                 task.cancel()
-        if progress is not None:
-            progress(done, summary.chunks_embedded)
+        report()
 
     async def _plan(
         self,

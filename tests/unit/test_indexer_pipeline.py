@@ -210,3 +210,20 @@ async def test_a_failing_stage_ends_the_run_with_its_exception_instead_of_hangin
     with pytest.raises(StoreError, match="disk full"):
         await asyncio.wait_for(Indexer(HashingEmbedder(), store, batch_size=2).run([docs]), timeout=30)
     assert await store.published() is None, "nothing is published after a failed run"
+
+
+async def test_progress_counts_a_file_when_its_chunks_are_stored_not_when_it_is_parsed(docs: Path) -> None:
+    """Parsing runs ahead of the embedder by a whole pool of chunks: counted at parse time, a small corpus
+    showed 100% of its files before one chunk was embedded."""
+    (docs / "b.txt").unlink()
+    for i in range(5):
+        (docs / f"n{i}.md").write_text(f"# N{i}\n\n" + f"note {i} text. " * 200)
+    calls: list[tuple[int, int]] = []
+    store = InMemoryStore("docs")
+    await store.start()
+    summary = await Indexer(HashingEmbedder(), store, batch_size=4).run([docs], progress=lambda *c: calls.append(c))
+    files = len(summary.added)
+    assert files == 6 and calls[-1] == (files, summary.chunks_embedded)
+    assert [f for f, _ in calls] == sorted(f for f, _ in calls), "files finished never go back"
+    first_all = next(chunks for f, chunks in calls if f == files)
+    assert first_all == summary.chunks_embedded, f"every file counted after {first_all} chunks"
