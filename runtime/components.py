@@ -131,6 +131,7 @@ def build_generator(settings: Settings) -> Generator:
             api_key=settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else None,
             timeout=settings.upstream_timeout_s,
             max_retries=settings.upstream_retries,
+            probe_interval=settings.upstream_probe_s,
         )
     from runtime.vllm_generator import VllmGenerator
 

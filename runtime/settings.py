@@ -101,6 +101,12 @@ class Settings(BaseSettings):
         description="Upstream mode: retries of a failed connection, timeout, 429 or 5xx, each on the next server "
         "that is up, only before the stream starts (never after text was sent).",
     )
+    upstream_probe_s: float = Field(
+        5.0,
+        ge=0,
+        description="Upstream mode: how often each server is asked for its models, so one that stops answering is "
+        "set aside before a request finds out and one that answers again is back at once; 0 turns the probe off.",
+    )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto",
         description="auto: bfloat16 on CPUs with native bf16 (AVX512-BF16/AMX), else float32; GPUs: the model's.",

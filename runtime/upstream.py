@@ -7,7 +7,11 @@ server, up to `RIPPLE_UPSTREAM_RETRIES` times, but only while nothing of the ans
 so a retry never duplicates streamed text. A stream that stalls past `RIPPLE_UPSTREAM_TIMEOUT_S` or
 breaks off after text came is reported (`UpstreamError`), not retried. When every server is busy the
 client gets a 429 with `Retry-After`; when none is up, `ready` turns false (`/ready` 503) until a
-server's time aside has passed, and the next request tries it again. The official `openai` client does
+server's time aside has passed, and the next request tries it again. Every `probe_interval` seconds
+(`RIPPLE_UPSTREAM_PROBE_S`) each server is asked for its models, as at start: one that does not answer
+is set aside before a request has to find out (paying the connect timeout), one that answers again is
+back at once rather than after its time aside, and one restarted with another model is set aside until
+it serves ours again. A busy server is left to its Retry-After. The official `openai` client does
 the HTTP and SSE parsing (its own retries are off: Ripple's go to another server). Closing the iterator
 closes the HTTP stream, which makes vLLM abort the request. Prompt token counts are unknown before the
 upstream answers.
@@ -16,6 +20,7 @@ upstream answers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -40,6 +45,10 @@ class _Server:
     client: Any
     down_until: float = 0.0
     reason: str = ""
+    unlisted: bool = False
+    """Set aside because it did not answer for its models (at start or by a probe): the probe may bring it back.
+    A server set aside by a request (a 5xx, a stalled answer) keeps its time aside: it may list its models
+    while its engine fails every answer."""
 
     def up(self, now: float) -> bool:
         return now >= self.down_until
@@ -63,6 +72,7 @@ class OpenAIUpstreamGenerator:
         timeout: float = 60.0,
         max_retries: int = 2,
         cooldown: float = 10.0,
+        probe_interval: float = 5.0,
         http_client: Any = None,
     ) -> None:
         if not base_urls:
@@ -74,6 +84,8 @@ class OpenAIUpstreamGenerator:
         self._timeout = timeout
         self._max_retries = max_retries
         self._cooldown = cooldown
+        self._probe_interval = probe_interval
+        self._prober: asyncio.Task[None] | None = None
         self._http_client = http_client
         self._servers: list[_Server] = []
         self._turn = 0
@@ -112,7 +124,7 @@ class OpenAIUpstreamGenerator:
         listed = await asyncio.gather(*(s.client.models.list() for s in self._servers), return_exceptions=True)
         for server, models in zip(self._servers, listed, strict=True):
             if isinstance(models, BaseException):
-                self._set_aside(server, f"cannot list its models: {models}")
+                self._set_aside(server, f"cannot list its models: {models}", unlisted=True)
             elif self._model is None and models.data:
                 self._model = models.data[0].id
         if self._model is None:
@@ -121,12 +133,42 @@ class OpenAIUpstreamGenerator:
             )
         for server, models in zip(self._servers, listed, strict=True):
             if not isinstance(models, BaseException) and self._model not in {m.id for m in models.data}:
-                self._set_aside(server, f"does not serve {self._model!r}", forever=True)
+                self._set_aside(server, f"does not serve {self._model!r}", forever=True, unlisted=True)
         self._started = True
         up = [s.url for s in self._servers if s.up(time.monotonic())]
         logger.info("upstream generator ready: %s via %s", self._model, ", ".join(up) or "no server up yet")
+        if self._probe_interval > 0:
+            self._prober = asyncio.create_task(self._probe_forever(), name="upstream-probe")
+
+    async def _probe_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._probe_interval)
+            await asyncio.gather(*(self._probe(server) for server in self._servers))
+
+    async def _probe(self, server: _Server) -> None:
+        """Ask `server` for its models and set it aside, or bring it back, by what it says."""
+        try:
+            models = await server.client.with_options(timeout=min(CONNECT_TIMEOUT_S, self._timeout)).models.list()
+        except Exception as exc:  # whatever keeps it from answering sets it aside; the probe goes on
+            now = time.monotonic()
+            if server.up(now):
+                self._set_aside(server, f"does not answer a probe: {_message(exc)}", unlisted=True)
+            elif server.unlisted and server.down_until != float("inf"):  # still down: kept aside, quietly
+                server.down_until = max(server.down_until, now + self._cooldown)
+            return
+        if self._model not in {m.id for m in models.data}:
+            if server.down_until != float("inf"):
+                self._set_aside(server, f"does not serve {self._model!r} any more", forever=True, unlisted=True)
+        elif server.unlisted and not server.up(time.monotonic()):
+            server.down_until, server.reason, server.unlisted = 0.0, "", False
+            logger.info("upstream %s answers again: back in the pool", server.url)
 
     async def close(self) -> None:
+        if self._prober is not None:
+            self._prober.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._prober
+            self._prober = None
         for server in self._servers:
             await server.client.close()
         self._servers = []
@@ -138,10 +180,12 @@ class OpenAIUpstreamGenerator:
     def unfinished_requests(self) -> int | None:
         return None
 
-    def _set_aside(self, server: _Server, reason: str, seconds: float | None = None, forever: bool = False) -> None:
+    def _set_aside(
+        self, server: _Server, reason: str, seconds: float | None = None, forever: bool = False, unlisted: bool = False
+    ) -> None:
         seconds = self._cooldown if seconds is None else seconds
         server.down_until = float("inf") if forever else time.monotonic() + seconds
-        server.reason = reason
+        server.reason, server.unlisted = reason, unlisted
         how_long = "" if forever else f" for {seconds:g} s"
         logger.warning("upstream %s set aside%s: %s", server.url, how_long, reason)
 

@@ -254,3 +254,47 @@ async def test_a_request_tries_a_pool_set_aside_whole() -> None:
     assert gen.ready and not gen.healthy
     pool.behaviour["pool_a"] = "ok"
     assert await answer(gen) == "Hello" and gen.healthy
+
+
+async def test_the_probe_sets_a_silent_server_aside_and_brings_it_back_without_a_request() -> None:
+    pool = Pool()
+    gen = OpenAIUpstreamGenerator(
+        ["http://pool-a/v1", "http://pool-b/v1"],
+        served_name="ripple",
+        cooldown=60.0,
+        probe_interval=0.02,
+        http_client=httpx.AsyncClient(transport=httpx.MockTransport(pool)),
+    )
+    await gen.start()
+    try:
+        pool.behaviour["pool_a"] = "refuse"
+        await asyncio.sleep(0.1)
+        assert [await answer(gen) for _ in range(3)] == ["Hello"] * 3
+        assert pool.calls == ["pool_b"] * 3, "no request was spent finding pool-a down"
+        pool.behaviour["pool_b"] = "refuse"
+        await asyncio.sleep(0.1)
+        assert gen.ready and not gen.healthy, "/ready is 503 with no server answering, before any request"
+        pool.behaviour["pool_a"] = "ok"
+        await asyncio.sleep(0.1)
+        assert gen.healthy, "back once it answers, not after its 60 s aside"
+        assert await answer(gen) == "Hello" and pool.calls[-1] == "pool_a"
+        pool.behaviour.update(pool_a="other-model", pool_b="ok")  # pool-a restarted with another model
+        await asyncio.sleep(0.1)
+        del pool.calls[:]
+        assert [await answer(gen) for _ in range(2)] == ["Hello"] * 2 and pool.calls == ["pool_b"] * 2
+        pool.behaviour["pool_a"] = "ok"
+        await asyncio.sleep(0.1)
+        assert [await answer(gen) for _ in range(2)] == ["Hello"] * 2 and sorted(pool.calls[2:]) == ["pool_a", "pool_b"]
+    finally:
+        await gen.close()
+
+
+async def test_a_server_set_aside_by_a_failed_answer_keeps_its_time_aside_though_it_lists_models() -> None:
+    """An engine failing every answer behind an API server that still lists its models must not flap back."""
+    pool = Pool(pool_a=500)
+    gen = await pool_of(pool, ["pool_a", "pool_b"], retries=1)
+    gen._probe_interval = 0  # the probe is driven by hand below
+    assert await answer(gen) == "Hello"
+    assert await gen._probe(gen._servers[0]) is None
+    assert [await answer(gen) for _ in range(2)] == ["Hello"] * 2
+    assert pool.calls.count("pool_a") == 1, pool.calls
