@@ -8,7 +8,8 @@ are chrome by HTML semantics (`<nav>`, landmark roles, and headers, footers and 
 article or main) are removed, so a page with no real text is refused instead of indexed as its menu;
 and a page with no `<article>` or `<main>` gets its body wrapped in an `<article>`, because
 trafilatura's fallback for such pages keeps paragraphs but loses headings (its boilerplate rules
-still prune what is inside).
+still prune what is inside). A `<pre>`, with or without `<code>`, comes out as a fenced block of its
+plain text (highlighting and line breaks from `<br>` resolved), blank lines included.
 
 The bytes are decoded here, not guessed: a byte-order mark, else UTF-8, else the charset the page
 declares in its first 4 KiB. Deliberately left out: links and image URLs (link text is kept), page
@@ -45,6 +46,13 @@ _CHROME = (
 _PERMALINKS = "//*[self::h1 or self::h2 or self::h3 or self::h4 or self::h5 or self::h6]//a[starts-with(@href, '#')]"
 _PERMALINK_MARKS = frozenset({"", "¶", "#", "§", "🔗", "\u200b", "\ufeff"})
 
+# trafilatura drops the blank lines of a code block, so each one goes in as a line of this mark (a
+# control picture: printable, so trafilatura keeps it, and not a line anyone writes) and comes out blank.
+_BLANK_MARK = "\u2420"
+_BLANK_LINE = re.compile(r"^[ \t]*$", re.MULTILINE)
+_MARKED_LINE = re.compile(f"^{_BLANK_MARK}$", re.MULTILINE)
+_EDGE_BLANK_LINES = re.compile(r"\A(?:[ \t]*\n)+|(?:\n[ \t]*)+\Z")
+
 
 def parse_html(data: bytes) -> ParsedDocument:
     text = _XML_DECLARATION.sub("", _decode(data))  # lxml refuses str input that declares an encoding
@@ -70,6 +78,17 @@ def parse_html(data: bytes) -> ParsedDocument:
         paragraph.text = "; ".join(" ".join(li.text_content().split()) for li in items.findall("li"))
         paragraph.tail = items.tail
         items.getparent().replace(items, paragraph)
+    # A <pre> with no <code> in it came out as prose (lines run together or escaped as Markdown), and
+    # blank lines were lost in any: its text goes in as one <code>, blank lines marked.
+    for pre in tree.xpath("//pre[not(ancestor::pre)]"):
+        for br in pre.iter("br"):
+            br.tail = "\n" + (br.tail or "")
+        code = lxml.html.Element("code")
+        # ends in a line break, as MkDocs writes it: a one-line block is still a block, not inline code
+        code.text = _BLANK_LINE.sub(_BLANK_MARK, _EDGE_BLANK_LINES.sub("", pre.text_content())) + "\n"
+        del pre[:]
+        pre.text = None
+        pre.append(code)
     # trafilatura takes the first <article> as the main text: a page of several (a blog index, one per
     # API entry), or one with more content beside it inside <main>, lost the rest. Those become sections
     # of <main> (or of the body), which is then the main text.
@@ -87,7 +106,7 @@ def parse_html(data: bytes) -> ParsedDocument:
     markdown = trafilatura.extract(tree, **_options())
     if not markdown or not markdown.strip():
         raise ParseError("no main text found in the HTML (is the page empty, or rendered by JavaScript?)")
-    return parse_markdown(markdown, format="html")
+    return parse_markdown(_MARKED_LINE.sub("", markdown), format="html")
 
 
 def _decode(data: bytes) -> str:

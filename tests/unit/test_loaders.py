@@ -389,3 +389,81 @@ def test_html_details_summary_is_a_paragraph_not_a_heading(tmp_path: Path) -> No
     )
     doc = parse_file(page)
     assert [s.heading for s in doc.sections] == ["Intro"] and "Show more" in doc.text and "Last." in doc.text
+
+
+def _pdf(pages: list[list[str]]) -> bytes:
+    """A PDF written by hand: a page per list, each string (no parentheses or backslashes) a line of
+    Helvetica, top down."""
+    font = b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>"
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b"", font]
+    for lines in pages:
+        shown = "".join(f"({line}) Tj 0 -14 Td " for line in lines)
+        content = f"BT /F1 11 Tf 72 720 Td {shown}ET".encode("cp1252")
+        objects.append(b"<< /Length %d >>\nstream\n%s\nendstream" % (len(content), content))
+        objects.append(
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents %d 0 R"
+            b" /Resources << /Font << /F1 3 0 R >> >> >>" % len(objects)
+        )
+    kids = " ".join(f"{number} 0 R" for number in range(5, len(objects) + 1, 2))
+    objects[1] = f"<< /Type /Pages /Kids [{kids}] /Count {len(pages)} >>".encode()
+    out, offsets = bytearray(b"%PDF-1.4\n"), []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)
+
+
+def test_pdf_keeps_real_hyphens_at_line_ends(tmp_path: Path) -> None:
+    """PDFium marks every hyphen it joins at a line end with U+FFFE, a compound's as a hyphenation
+    break's, and all were dropped: "well-known" that broke at its hyphen came out "wellknown"."""
+    lines = [
+        "The well-known rule holds, and so it does for",
+        "every well-",
+        "known case: an exam-",
+        "ple of a Schwarz-",
+        "Weiß page from the COVID-",
+        "19 years.",
+    ]
+    text = parse_file(write(tmp_path, "hyphens.pdf", _pdf([lines]))).text
+    assert "every well-known case: an example of a Schwarz-Weiß page from the COVID-19 years." in text
+
+
+def test_pdf_running_headers_and_footers_are_dropped(tmp_path: Path) -> None:
+    """Running headers, footers and page numbers repeat on every page and ended up in chunks and citations."""
+    bodies = [
+        ["Zorblax handbook", "A handshake protocol in five pages."],
+        ["Retry budgets cap how often a client may retry.", "Each budget refills over time."],
+        ["Budgets are kept per host.", "A host that fails often loses its budget."],
+        ["3 retries are the default budget.", "Jitter spreads the retries out."],
+        ["Idempotent requests may always be retried.", "Others only with a key."],
+    ]
+    titles = ["", "1.1. RETRY BUDGETS", "1.1. RETRY BUDGETS", "1.2. JITTER", "1.3. IDEMPOTENCY"]
+    pages = [
+        body if index == 0 else [f"{index} {titles[index]}", *body, f"Zorblax draft {index + 1}/5"]
+        for index, body in enumerate(bodies)
+    ]
+    doc = parse_file(write(tmp_path, "handbook.pdf", _pdf(pages)))
+    assert [(s.page, s.text) for s in doc.sections] == [(n, "\n".join(body)) for n, body in enumerate(bodies, 1)]
+    # Too few pages to tell a running line from body text: nothing is dropped.
+    short = parse_file(write(tmp_path, "short.pdf", _pdf(pages[1:4]))).text
+    assert "1 1.1. RETRY BUDGETS" in short and "Zorblax draft 4/5" in short
+
+
+@pytest.mark.parametrize("code", [False, True])
+def test_html_pre_keeps_its_blank_lines(tmp_path: Path, code: bool) -> None:
+    """trafilatura dropped the blank lines of a code block, and wrote a <pre> with no <code> in it as
+    prose: Markdown escapes added, and a "# comment" line in it became a heading."""
+    block = "pip install zorblax\n\n# then check *it*\n\n\nzorblax --version"
+    pre = f"<pre><code>{block}</code></pre>" if code else f"<pre>{block}</pre>"
+    page = write(
+        tmp_path,
+        "setup.html",
+        f"<html><body><main><h2>Setup</h2><p>Run:</p>{pre}<p>Done.</p></main></body></html>".encode(),
+    )
+    doc = parse_file(page)
+    assert [s.heading for s in doc.sections] == ["Setup"]
+    assert f"```\n{block}\n```" in doc.text
