@@ -36,6 +36,7 @@ from indexer.store import (
     SearchQuery,
     StoreError,
     _tally,
+    fused_top,
     passage,
     payload,
 )
@@ -108,33 +109,37 @@ class EdgeStore:
             if query.sparse is not None
             else None
         )
-        if query.mode == "dense":
-            request = qe.QueryRequest(
-                limit=query.limit, query=dense, filter=where, with_payload=True, with_vector=[DENSE]
-            )
-        elif query.mode == "sparse":
-            request = qe.QueryRequest(
-                limit=query.limit, query=sparse, filter=where, with_payload=True, with_vector=[DENSE]
-            )
-        else:
-            request = qe.QueryRequest(
-                limit=query.limit,
-                prefetches=[
-                    qe.Prefetch(limit=query.candidates, query=dense, filter=where),
-                    qe.Prefetch(limit=query.candidates, query=sparse, filter=where),
-                ],
-                query=qe.Fusion.Rrf(k=query.rrf_k, weights=[query.dense_weight, 1.0]),  # type: ignore[arg-type]
-                with_payload=True,
-                with_vector=[DENSE],
-            )
-        try:
-            shard = await self._shard(version)
-            points = await self._call(shard.query, request)
-        except StoreError:
-            raise
-        except Exception as exc:
-            raise StoreError(f"Qdrant Edge search failed: {exc}") from exc
-        return [passage(str(p.id), p.payload or {}, p.score, p.vector) for p in points]
+
+        async def fetch(limit: int) -> list[Passage]:
+            if query.mode == "dense":
+                request = qe.QueryRequest(
+                    limit=limit, query=dense, filter=where, with_payload=True, with_vector=[DENSE]
+                )
+            elif query.mode == "sparse":
+                request = qe.QueryRequest(
+                    limit=limit, query=sparse, filter=where, with_payload=True, with_vector=[DENSE]
+                )
+            else:
+                request = qe.QueryRequest(
+                    limit=limit,
+                    prefetches=[
+                        qe.Prefetch(limit=query.candidates, query=dense, filter=where),
+                        qe.Prefetch(limit=query.candidates, query=sparse, filter=where),
+                    ],
+                    query=qe.Fusion.Rrf(k=query.rrf_k, weights=[query.dense_weight, 1.0]),  # type: ignore[arg-type]
+                    with_payload=True,
+                    with_vector=[DENSE],
+                )
+            try:
+                shard = await self._shard(version)
+                points = await self._call(shard.query, request)
+            except StoreError:
+                raise
+            except Exception as exc:
+                raise StoreError(f"Qdrant Edge search failed: {exc}") from exc
+            return [passage(str(p.id), p.payload or {}, p.score, p.vector) for p in points]
+
+        return await (fused_top(query, fetch) if query.mode == "hybrid" else fetch(query.limit))
 
     async def sample(self) -> dict[str, Any] | None:
         import qdrant_edge as qe

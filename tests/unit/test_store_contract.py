@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from indexer.chunker import ChunkerSettings, chunk_document
 from indexer.edge_store import EdgeStore
 from indexer.embedder import HashingEmbedder
-from indexer.sparse import Bm25Encoder
+from indexer.sparse import Bm25Encoder, SparseVector
 from indexer.store import InMemoryStore, QdrantStore, SearchQuery, StoreError, VectorStore, version_name
 from indexer.types import ParsedDocument, Section
 
@@ -134,6 +135,28 @@ async def test_the_dense_weight_tips_the_fusion_toward_either_ranking(store: Vec
     for weight, first in ((5.0, "a"), (0.2, "b")):
         hits = await store.search(SearchQuery(2, "hybrid", dense=dense, sparse=sparse, rrf_k=1, dense_weight=weight))
         assert hits[0].doc_id == first, f"dense weight {weight}"
+
+
+async def test_hybrid_orders_equal_scores_by_point_id_and_cuts_a_tie_the_same_way_each_time(store: VectorStore) -> None:
+    """Qdrant's RRF (server and Edge) sorts fused points by score alone, out of a hash map seeded anew for
+    each query: equal scores came back in another order each time, and which of them made the limit changed.
+    Dense ranks these points 0..11 and sparse 11..0, so point i ties with point 11 - i; the last pair is cut."""
+    n = 12
+    docs = [ParsedDocument("text", (Section(f"point {i}"),)) for i in range(n)]
+    chunks = [
+        chunk_document(f"d{i}", f"d{i}.md", d, EMBED.token_offsets, ChunkerSettings())[0] for i, d in enumerate(docs)
+    ]
+    dense = [[math.cos(i / n), math.sin(i / n)] + [0.0] * (EMBED.dimension - 2) for i in range(n)]
+    sparse = [SparseVector([7], [float(i + 1)]) for i in range(n)]
+    await store.upsert(V1, chunks, dense, sparse, {"tenant": "public"})
+    await store.publish(V1)
+    ask = SearchQuery(n - 1, "hybrid", dense=dense[0], sparse=SparseVector([7], [1.0]))
+    pairs = [sorted((chunks[i].id, chunks[n - 1 - i].id)) for i in range(n // 2)]  # best pair first
+    expected = [chunk_id for pair in pairs for chunk_id in pair][: n - 1]
+    for _ in range(5):
+        hits = await store.search(ask)
+        assert [h.chunk_id for h in hits] == expected
+        assert all(hits[j].score == hits[j + 1].score for j in range(0, n - 2, 2)), "the pairs do tie"
 
 
 async def test_filters_apply_inside_the_query(store: VectorStore) -> None:
