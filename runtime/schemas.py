@@ -10,6 +10,7 @@ An explicit null is "not given" (`RequestModel`), as in OpenAI's API, so that a 
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator, model_validator
@@ -33,13 +34,15 @@ _HARMLESS = {"logprobs": False, "top_logprobs": 0, "response_format": {"type": "
 _INT64 = 2**63 - 1
 
 
-def _without_nulls(value: Any) -> Any:
-    """`value` with the null entries of its objects dropped, at every depth."""
-    if isinstance(value, dict):
-        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_without_nulls(v) for v in value]
-    return value
+def _is_harmless(value: Any, harmless: Any) -> bool:
+    """`value` equals `harmless` once the null entries of its objects are dropped. Walks only as deep as
+    `harmless` (an object or a scalar), never the client's JSON: a value nested hundreds of levels deep
+    is simply not harmless, and is refused by name, not a RecursionError."""
+    if not isinstance(harmless, dict):
+        return bool(value == harmless)
+    if not isinstance(value, dict) or {k for k, v in value.items() if v is not None} != harmless.keys():
+        return False
+    return all(_is_harmless(value[k], v) for k, v in harmless.items())
 
 
 class RequestModel(BaseModel):
@@ -96,14 +99,24 @@ class StreamOptions(RequestModel):
 FilterValue = StrictStr | StrictInt | list[StrictStr] | list[StrictInt]
 
 
+# A payload field, or a nested one by its dotted path (`chunker.version`): every key Ripple writes is an
+# identifier (none has a '-'). Anything else (brackets, quotes, blanks, control characters) Qdrant reads as
+# JSON-path syntax or fails to parse: a 500 from Qdrant Edge, a retried 503 from local mode, not a 400.
+_PAYLOAD_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
 def _check_filter(value: Any) -> Any:
-    """Refuse, in words, what Qdrant would fail on or match differently per store: an empty or malformed
-    key, a boolean, an integer past 64 bits, a list mixing strings and integers."""
+    """Refuse, in words, what Qdrant would fail on or match differently per store: a key that is not a
+    payload field's path, a boolean, an integer past 64 bits, a list mixing strings and integers."""
     if not isinstance(value, dict):
         return value
     for key, wanted in value.items():
-        if not isinstance(key, str) or not key.strip() or key.startswith(".") or key.endswith(".") or ".." in key:
-            raise ValueError(f"{key!r} is not a payload field name (the indexing page lists them)")
+        if not isinstance(key, str) or not _PAYLOAD_KEY.fullmatch(key):
+            raise ValueError(
+                f"{key!r} is not a payload field name: use ASCII letters, digits and '_', not starting with a digit, "
+                "and '.' between the parts of a nested field, e.g. 'tenant' or 'chunker.version' (the indexing "
+                "page lists the fields)"
+            )
         values = wanted if isinstance(wanted, list) else [wanted]
         kinds = {type(v) for v in values}
         if not kinds <= {str, int} or len(kinds) > 1 or any(isinstance(v, int) and abs(v) > _INT64 for v in values):
@@ -156,7 +169,7 @@ class ChatCompletionRequest(RequestModel):
     @classmethod
     def _harmless(cls, value: Any) -> Any:
         if isinstance(value, dict):
-            return {k: v for k, v in value.items() if k not in _HARMLESS or _without_nulls(v) != _HARMLESS[k]}
+            return {k: v for k, v in value.items() if k not in _HARMLESS or not _is_harmless(v, _HARMLESS[k])}
         return value
 
     @field_validator("stop")

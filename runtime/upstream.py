@@ -14,19 +14,23 @@ back at once rather than after its time aside, and one restarted with another mo
 it serves ours again. A busy server is left to its Retry-After. The official `openai` client does
 the HTTP and SSE parsing (its own retries are off: Ripple's go to another server). Closing the iterator
 closes the HTTP stream, which makes vLLM abort the request. Prompt token counts are unknown before the
-upstream answers.
+upstream answers. Credentials in a URL (`user:password@`) go to that server as Basic auth, as httpx sends
+them, but are never shown: messages, Ripple's logs and httpx's name a server by its URL without them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import functools
 import logging
+import re
 import time
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 from runtime.errors import BadRequestError, NotReadyError, OverloadedError, UpstreamError
 from runtime.generation import Delta, Message, SamplingOptions
@@ -42,6 +46,7 @@ over in seconds, not after the answer timeout."""
 @dataclass
 class _Server:
     url: str
+    """Without the credentials of the URL it was given (`_without_credentials`): messages and logs show it."""
     client: Any
     down_until: float = 0.0
     reason: str = ""
@@ -112,15 +117,18 @@ class OpenAIUpstreamGenerator:
         import openai
 
         timeout = openai.Timeout(self._timeout, connect=min(CONNECT_TIMEOUT_S, self._timeout))
-        self._servers = [
-            _Server(
-                url,
-                openai.AsyncOpenAI(
-                    base_url=url, api_key=self._api_key, timeout=timeout, max_retries=0, http_client=self._http_client
-                ),
+        self._servers = []
+        for given in self._base_urls:
+            url, headers = _without_credentials(given)
+            client = openai.AsyncOpenAI(
+                base_url=url,
+                api_key=self._api_key,
+                timeout=timeout,
+                max_retries=0,
+                default_headers=headers,
+                http_client=self._http_client,
             )
-            for url in self._base_urls
-        ]
+            self._servers.append(_Server(url, client))
         listed = await asyncio.gather(*(s.client.models.list() for s in self._servers), return_exceptions=True)
         for server, models in zip(self._servers, listed, strict=True):
             if isinstance(models, BaseException):
@@ -129,7 +137,8 @@ class OpenAIUpstreamGenerator:
                 self._model = models.data[0].id
         if self._model is None:
             raise UpstreamError(
-                f"no upstream server listed a model ({', '.join(self._base_urls)}): start them, or set RIPPLE_MODEL"
+                f"no upstream server listed a model ({', '.join(s.url for s in self._servers)}): start them, or set "
+                "RIPPLE_MODEL"
             )
         for server, models in zip(self._servers, listed, strict=True):
             if not isinstance(models, BaseException) and self._model not in {m.id for m in models.data}:
@@ -340,6 +349,26 @@ def _http_errors() -> tuple[type[BaseException], ...]:
     except ImportError:
         pass
     return tuple(errors)
+
+
+_AUTHORITY = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)?(?P<authority>[^/?#]*)")
+
+
+def _without_credentials(url: str) -> tuple[str, dict[str, str] | None]:
+    """`url` without the `user:password@` of its authority, and the Basic auth header httpx would have sent
+    for them. Credentials are a secret: httpx logs every request's URL, and Ripple's messages and logs name
+    servers by theirs; scheme, host, port and path still tell the servers apart."""
+    match = _AUTHORITY.match(url)
+    assert match is not None  # both groups match the empty string
+    userinfo, at, host = match["authority"].rpartition("@")  # httpx too reads userinfo up to the last '@'
+    if not at:
+        return url, None
+    stripped = (match["scheme"] or "") + host + url[match.end() :]
+    username, _, password = userinfo.partition(":")
+    if not username and not password:
+        return stripped, None
+    token = base64.b64encode(f"{unquote(username)}:{unquote(password)}".encode()).decode()
+    return stripped, {"Authorization": f"Basic {token}"}
 
 
 def _retry_after(response: Any) -> float | None:

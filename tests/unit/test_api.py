@@ -614,6 +614,37 @@ def test_stream_options_need_a_stream_and_errors_name_fields_the_client_sent(cli
     assert client.post("/v1/retrieve", json={"query": "tomatoes", "top_k": True}).status_code == 400
 
 
+def test_a_filter_key_must_be_a_payload_fields_path(client: TestClient, components: Components) -> None:
+    """Qdrant reads a key as a JSON path: one it cannot parse was a 500 (Qdrant Edge) or a retried 503
+    (local mode), and brackets or quotes address something else than a field. Every key Ripple writes
+    (`tenant`, `source`, `chunker.version`...) is a dotted path of identifiers."""
+    for key in ("a[", "a[0]", "tenant[]", "a b", '"', "a\x00b", "a-b", "1a", ".a", "a.", "a..b", "tenänt", " tenant"):
+        r = client.post("/v1/retrieve", json={"query": "tomatoes", "filter": {key: "x"}})
+        error = r.json()["error"]
+        assert r.status_code == 400 and error["param"] == "filter", (key, r.text)
+        assert f"filter: {key!r} is not a payload field name: use ASCII letters, digits and '_'" in error["message"]
+        body = {"messages": [QUESTION], "retrieval": {"filter": {key: "x"}}}
+        r = client.post("/v1/chat/completions", json=body)
+        assert r.status_code == 400 and r.json()["error"]["param"] == "retrieval.filter", (key, r.text)
+    assert components.generator.calls == []  # type: ignore[attr-defined]
+    for key in ("tenant", "source", "chunker.version", "meta.lang", "_private", "a1.b_2"):
+        r = client.post("/v1/retrieve", json={"query": "tomatoes", "filter": {key: "x"}})
+        assert r.status_code == 200, (key, r.text)
+
+
+@pytest.mark.parametrize("field", ["response_format", "logprobs", "top_logprobs"])
+def test_json_nested_past_any_reason_is_refused_by_name_not_a_recursion_error(client: TestClient, field: str) -> None:
+    """900 levels passed the JSON parser and overflowed the recursive walk that dropped nulls: a 500 and
+    200 KB of traceback. The value is compared only as deep as the harmless one (`{"type": "text"}`)."""
+    lists, objects = "[" * 900 + "]" * 900, '{"a": ' * 900 + "1" + "}" * 900
+    for nested in (lists, '{"type": ' + lists + "}", objects):
+        body = '{"messages": [{"role": "user", "content": "hi"}], "' + field + '": ' + nested + "}"
+        r = client.post("/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+        error = r.json()["error"]
+        assert r.status_code == 400 and error["param"] == field, r.text[:300]
+        assert error["message"].startswith(f"unsupported field(s): {field}."), error["message"]
+
+
 def test_an_unexpected_failure_is_a_500_in_the_openai_shape_with_its_request_id(
     settings: Settings, components: Components
 ) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import logging
 from contextlib import aclosing
 
 import httpx
@@ -298,3 +300,37 @@ async def test_a_server_set_aside_by_a_failed_answer_keeps_its_time_aside_though
     assert await gen._probe(gen._servers[0]) is None
     assert [await answer(gen) for _ in range(2)] == ["Hello"] * 2
     assert pool.calls.count("pool_a") == 1, pool.calls
+
+
+async def test_credentials_in_a_url_reach_the_server_but_no_message_or_log(caplog: pytest.LogCaptureFixture) -> None:
+    """A review found `http://user:secret@host/v1` in the 502 sent to clients, and in every log line that
+    named the server (httpx's own request lines among them)."""
+    caplog.set_level(logging.DEBUG)
+    pool = Pool(pool_a=500, pool_b="other-model")
+    auth: list[str | None] = []
+
+    def seen(request: httpx.Request) -> httpx.Response:
+        auth.append(request.headers.get("authorization"))
+        return pool(request)
+
+    async def started(url: str) -> OpenAIUpstreamGenerator:
+        client = httpx.AsyncClient(transport=httpx.MockTransport(seen))
+        gen = OpenAIUpstreamGenerator([url], served_name="ripple", model="smol", max_retries=0, http_client=client)
+        await gen.start()
+        return gen
+
+    failing = await started("http://svc-user:s3cr3t%40token@pool-a:8000/v1")
+    with pytest.raises(UpstreamError) as failed:
+        await answer(failing)
+    assert str(failed.value).startswith("the upstream servers failed: http://pool-a:8000/v1: HTTP 500"), failed.value
+    unserving = await started("https://svc-user:s3cr3t%40token@pool-b/v1")
+    with pytest.raises(UpstreamError) as unserved:
+        await answer(unserving)
+    assert str(unserved.value).startswith("no upstream server serves 'smol': https://pool-b/v1 "), unserved.value
+    for gen in (failing, unserving):
+        await gen.close()
+    for shown in (str(failed.value), str(unserved.value), caplog.text):
+        assert "svc-user" not in shown and "s3cr3t" not in shown, shown
+    assert "upstream http://pool-a:8000/v1 set aside" in caplog.text
+    basic = "Basic " + base64.b64encode(b"svc-user:s3cr3t@token").decode()
+    assert auth and set(auth) == {basic}, "the credentials still go to the servers, as Basic auth"
