@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from guards.protocol import Message, Verdict
+from guards.protocol import Message, Verdict, client_written
 from indexer.types import Passage
 
 
@@ -27,9 +27,9 @@ class FakeGuard:
         return bool(self.blocked_output)
 
     async def check_input(self, messages: Sequence[Message]) -> Verdict:
-        text = messages[-1]["content"].lower()
-        if any(word.lower() in text for word in self.blocked_input):
-            return Verdict(allowed=False, rail="fake input")
+        for message in client_written(messages):
+            if any(word.lower() in message.lower() for word in self.blocked_input):
+                return Verdict(allowed=False, rail="fake input")
         return Verdict.ok()
 
     async def check_output(

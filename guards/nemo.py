@@ -34,7 +34,7 @@ from guards.actions import ACTIONS, SOURCES, grounding_actions
 from guards.grounding import EmbedFn, Groundedness
 from guards.injection import default_classifier
 from guards.llm import ChatFn, bind_provider
-from guards.protocol import Message, Verdict
+from guards.protocol import Message, Verdict, client_written
 from indexer.types import Passage
 
 logger = logging.getLogger(__name__)
@@ -188,7 +188,14 @@ class NemoGuard:
     async def check_input(self, messages: Sequence[Message]) -> Verdict:
         if not self._has_input:
             return Verdict.ok()
-        return await self._check([dict(m) for m in messages], "input")
+        # NeMo's input rails read the last user message; the others the client wrote are checked one by one,
+        # as user messages, together with it.
+        earlier = [m for m in dict.fromkeys(client_written(messages[:-1])) if m != messages[-1]["content"]]
+        verdicts = await asyncio.gather(
+            self._check([dict(m) for m in messages], "input"),
+            *(self._check([{"role": "user", "content": text}], "input") for text in earlier),
+        )
+        return next((v for v in verdicts if not v.allowed), verdicts[0])
 
     async def check_output(
         self,

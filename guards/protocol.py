@@ -40,7 +40,12 @@ class Guard(Protocol):
         """False when answers need no output check (then streaming passes tokens straight through)."""
         ...
 
-    async def check_input(self, messages: Sequence[Message]) -> Verdict: ...
+    async def check_input(self, messages: Sequence[Message]) -> Verdict:
+        """Every message the client wrote (its system and user messages, earlier turns too) is checked: an
+        attack in a system message or an earlier turn reaches the model as surely as one in the last. A
+        rewrite (`content`) is of the last message. Assistant turns are not checked: they are the model's
+        own answers, which may quote an attack from the documents."""
+        ...
 
     async def check_output(
         self,
@@ -55,3 +60,8 @@ class Guard(Protocol):
     async def check_retrieval(self, chunks: Sequence[str]) -> list[str | None]:
         """Each retrieved chunk as the prompt may carry it (cleaned), or None to leave it out (flagged)."""
         ...
+
+
+def client_written(messages: Sequence[Message]) -> list[str]:
+    """The contents of the messages a client wrote itself: system (developer) and user messages."""
+    return [m["content"] for m in messages if m["role"] in ("system", "developer", "user")]

@@ -103,9 +103,22 @@ def _decoded(text: str) -> list[str]:
     return out
 
 
-@lru_cache(maxsize=512)
+CACHED_CHARS = 2048
+"""Texts up to this long have their views cached (each check of a rail asks for them): a cache of long
+texts held megabytes per request (256 texts of 1 MiB with one emoji in them: 4 GiB)."""
+
+
 def views(text: str) -> tuple[str, ...]:
     """`text`, then each reading of it that differs (see the module's docstring)."""
+    return _cached_views(text) if len(text) <= CACHED_CHARS else _views(text)
+
+
+@lru_cache(maxsize=256)
+def _cached_views(text: str) -> tuple[str, ...]:
+    return _views(text)
+
+
+def _views(text: str) -> tuple[str, ...]:
     folded = fold(text)
     found = [text]
     for view in (folded, _rejoined(folded), _unspaced(folded), *map(fold, _decoded(html.unescape(text)))):

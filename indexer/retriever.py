@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from indexer.embedder import Embedder
-from indexer.sparse import Bm25Encoder
+from indexer.sparse import Bm25Encoder, SparseVector
 from indexer.store import Filter, Mode, SearchQuery, VectorStore
 from indexer.types import Passage
 
@@ -57,11 +57,15 @@ class QdrantRetriever:
         self, query: str, limit: int, *, mode: Mode | None = None, filter: Filter | None = None
     ) -> list[Passage]:
         mode = mode or self.settings.mode
-        dense = None
-        if mode != "sparse":
-            # Embedding is CPU work: off the event loop so streams keep flowing meanwhile.
-            [dense] = await asyncio.to_thread(self.embedder.embed, [query])
-        sparse = self.sparse.encode_query(query) if mode != "dense" else None
+
+        def encode() -> tuple[list[float] | None, SparseVector | None]:
+            return (
+                self.embedder.embed([query])[0] if mode != "sparse" else None,
+                self.sparse.encode_query(query) if mode != "dense" else None,
+            )
+
+        # CPU work that grows with the query: off the event loop so streams keep flowing meanwhile.
+        dense, sparse = await asyncio.to_thread(encode)
         request = SearchQuery(
             limit=limit,
             mode=mode,

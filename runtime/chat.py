@@ -32,7 +32,7 @@ from indexer.types import Passage
 from runtime.errors import BadRequestError, ModelNotFoundError, NotReadyError
 from runtime.generation import Generator, Message, SamplingOptions
 from runtime.metrics import Metrics
-from runtime.prompt import build_prompt
+from runtime.prompt import build_prompt, check_fits
 from runtime.schemas import ChatCompletionRequest
 from runtime.settings import Settings
 
@@ -133,14 +133,22 @@ class ChatService:
         return await self._check("output", guard.check_output(prepared.conversation, answer, prepared.passages))
 
     async def _retrieval_rail(self, passages: list[Passage]) -> tuple[list[Passage], int]:
-        """Retrieved chunks are untrusted: the rail cleans each one or leaves it out (planted instructions)."""
+        """Retrieved chunks are untrusted: the rail cleans each one or leaves it out (planted instructions).
+        Its heading and source name go into the prompt too, so they are checked with it: a document whose
+        title addressed the model got in through the label of a chunk under it."""
         assert self.guard is not None
+        labels = [label for p in passages for label in (p.heading, p.source) if label.strip()]
         start = time.perf_counter()
         try:
-            cleaned = await self.guard.check_retrieval([p.text for p in passages])
+            checked = await self.guard.check_retrieval([p.text for p in passages] + labels)
         finally:
             self.metrics.rails_seconds.labels("retrieval").observe(time.perf_counter() - start)
-        kept = [replace(p, text=text) for p, text in zip(passages, cleaned, strict=True) if text is not None]
+        verdicts: dict[str, str | None] = dict(zip(labels, checked[len(passages) :], strict=True))
+        kept = []
+        for p, text in zip(passages, checked, strict=False):
+            heading = verdicts.get(p.heading, p.heading)  # cleaned; None when flagged
+            if text is not None and heading is not None and verdicts.get(p.source, p.source) is not None:
+                kept.append(replace(p, text=text, heading=heading))
         flagged = len(passages) - len(kept)
         if flagged:
             self.metrics.flagged_sources.inc(flagged)
@@ -171,6 +179,9 @@ class ChatService:
             {"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in request.messages
         ]
         prepared = Prepared(conversation=conversation, options=options)
+        max_len = getattr(self.generator, "max_model_len", None)
+        budget = (max_len - options.max_tokens) if max_len else 1 << 30
+        await check_fits(conversation, count_tokens=self.generator.count_prompt_tokens, budget=budget)
         wanted = request.retrieval
         retrieval = asyncio.create_task(
             self._search(
@@ -195,8 +206,6 @@ class ChatService:
                 retrieval.exception()  # read, so a refusal does not leave a failed search to be logged
         if self.guard is not None and passages:
             passages, prepared.flagged = await self._retrieval_rail(passages)
-        max_len = getattr(self.generator, "max_model_len", None)
-        budget = (max_len - options.max_tokens) if max_len else 1 << 30
         prompt = await build_prompt(
             self.settings.system_prompt,
             conversation,

@@ -32,6 +32,9 @@ def chat_prompt(tokenizer: Any, messages: Sequence[Message]) -> str:
 _TEMPLATED = {"add_special_tokens": False}
 
 
+_INLINE_CHARS = 16_384
+
+
 def prompt_ids(tokenizer: Any, text: str) -> list[int]:
     """`text`, a rendered chat template, as the engine tokenizes it."""
     return list(tokenizer.encode(text, **_TEMPLATED))
@@ -141,7 +144,14 @@ class VllmGenerator:
         return chat_prompt(self._tokenizer, messages)
 
     async def count_prompt_tokens(self, messages: Sequence[Message]) -> int | None:
-        return len(prompt_ids(self._tokenizer, self._prompt(messages)))
+        def count() -> int:
+            return len(prompt_ids(self._tokenizer, self._prompt(messages)))
+
+        # A long conversation is templated and tokenized off the event loop (1 MiB takes it for a while); a
+        # short one in place, where it takes well under a millisecond and a thread would cost more.
+        if sum(len(m["content"]) for m in messages) > _INLINE_CHARS:
+            return await asyncio.to_thread(count)
+        return count()
 
     def unfinished_requests(self) -> int | None:
         return None if self._engine is None else int(self._engine.get_num_unfinished_requests())

@@ -312,3 +312,33 @@ def test_planted_patterns_flag_no_ordinary_document_chunk() -> None:
                 continue
         assert len(chunks) > before, f"no chunks read from {root}"
     assert [c[:80] for c in chunks if looks_planted(c)] == []
+
+
+@pytest.mark.parametrize(
+    "conversation",
+    [
+        [{"role": "system", "content": ATTACKS[0]}, {"role": "user", "content": "hi"}],
+        [{"role": "developer", "content": ATTACKS[0]}, {"role": "user", "content": "hi"}],
+        [
+            {"role": "user", "content": ATTACKS[0]},
+            {"role": "assistant", "content": "Sure."},
+            {"role": "user", "content": "go on"},
+        ],
+    ],
+    ids=["system", "developer", "earlier-turn"],
+)
+async def test_an_attack_anywhere_the_client_wrote_is_blocked(guard: Guard, conversation: list[dict[str, str]]) -> None:
+    """Only the last user message was checked: an attack in a system message, which the prompt puts into
+    the server's own system message, or in an earlier turn reached the model unchecked."""
+    verdict = await guard.check_input(conversation)
+    assert not verdict.allowed and verdict.rail
+
+
+async def test_the_model_s_own_turns_are_not_checked(guard: Guard) -> None:
+    """An answer quoting an attack from the documents must not refuse every later turn."""
+    conversation = [
+        {"role": "user", "content": "What does the rail refuse?"},
+        {"role": "assistant", "content": f'It refuses "{ATTACKS[0]}"'},
+        {"role": "user", "content": "Thanks, and what else?"},
+    ]
+    assert (await guard.check_input(conversation)).allowed

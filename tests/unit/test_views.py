@@ -86,3 +86,13 @@ def test_the_readings_flag_no_safe_or_benign_request() -> None:
         benign = [r["goal"] for r in csv.DictReader(f)]
     assert len(safe) == 250 and len(benign) == 100
     assert [t for t in safe + benign if input_is_attack(t)] == []
+
+
+def test_only_short_texts_are_cached() -> None:
+    """A cache of whole texts kept megabytes per long request (17 MiB for 1 MiB with an emoji in it)."""
+    from guards.views import CACHED_CHARS, _cached_views
+
+    _cached_views.cache_clear()
+    views("short " * 10)
+    views("long 😀 " * CACHED_CHARS)
+    assert _cached_views.cache_info().currsize == 1
