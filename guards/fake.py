@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from guards.protocol import Message, Verdict, client_written
+from guards.protocol import Message, Verdict, user_written
 from indexer.types import Passage
 
 
@@ -27,7 +27,7 @@ class FakeGuard:
         return bool(self.blocked_output)
 
     async def check_input(self, messages: Sequence[Message]) -> Verdict:
-        for message in client_written(messages):
+        for message in user_written(messages):
             if any(word.lower() in message.lower() for word in self.blocked_input):
                 return Verdict(allowed=False, rail="fake input")
         return Verdict.ok()

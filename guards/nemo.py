@@ -34,7 +34,7 @@ from guards.actions import ACTIONS, SOURCES, grounding_actions
 from guards.grounding import EmbedFn, Groundedness
 from guards.injection import default_classifier
 from guards.llm import ChatFn, bind_provider
-from guards.protocol import Message, Verdict, client_written
+from guards.protocol import Message, Verdict, user_written
 from indexer.types import Passage
 
 logger = logging.getLogger(__name__)
@@ -188,9 +188,8 @@ class NemoGuard:
     async def check_input(self, messages: Sequence[Message]) -> Verdict:
         if not self._has_input:
             return Verdict.ok()
-        # NeMo's input rails read the last user message; the others the client wrote are checked one by one,
-        # as user messages, together with it.
-        earlier = [m for m in dict.fromkeys(client_written(messages[:-1])) if m != messages[-1]["content"]]
+        # NeMo's input rails read the last user message; the earlier ones are checked one by one beside it.
+        earlier = [m for m in dict.fromkeys(user_written(messages[:-1])) if m != messages[-1]["content"]]
         verdicts = await asyncio.gather(
             self._check([dict(m) for m in messages], "input"),
             *(self._check([{"role": "user", "content": text}], "input") for text in earlier),

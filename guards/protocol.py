@@ -41,10 +41,13 @@ class Guard(Protocol):
         ...
 
     async def check_input(self, messages: Sequence[Message]) -> Verdict:
-        """Every message the client wrote (its system and user messages, earlier turns too) is checked: an
-        attack in a system message or an earlier turn reaches the model as surely as one in the last. A
-        rewrite (`content`) is of the last message. Assistant turns are not checked: they are the model's
-        own answers, which may quote an attack from the documents."""
+        """Every user message is checked, earlier turns too: an attack in an earlier turn reaches the model
+        as surely as one in the last. A rewrite (`content`) is of the last message. System and developer
+        messages are not: they are the application's own instructions, which read like injections to the
+        classifier ("You are a helpful assistant. Answer in French. Do not mention competitors." is
+        flagged), and a deployment where end users could write them cannot trust its system prompt anyway.
+        Assistant turns are not either: they are the model's own answers, which may quote an attack from
+        the documents."""
         ...
 
     async def check_output(
@@ -62,6 +65,6 @@ class Guard(Protocol):
         ...
 
 
-def client_written(messages: Sequence[Message]) -> list[str]:
-    """The contents of the messages a client wrote itself: system (developer) and user messages."""
-    return [m["content"] for m in messages if m["role"] in ("system", "developer", "user")]
+def user_written(messages: Sequence[Message]) -> list[str]:
+    """The contents of the user messages, earlier turns included."""
+    return [m["content"] for m in messages if m["role"] == "user"]

@@ -314,24 +314,24 @@ def test_planted_patterns_flag_no_ordinary_document_chunk() -> None:
     assert [c[:80] for c in chunks if looks_planted(c)] == []
 
 
-@pytest.mark.parametrize(
-    "conversation",
-    [
-        [{"role": "system", "content": ATTACKS[0]}, {"role": "user", "content": "hi"}],
-        [{"role": "developer", "content": ATTACKS[0]}, {"role": "user", "content": "hi"}],
-        [
-            {"role": "user", "content": ATTACKS[0]},
-            {"role": "assistant", "content": "Sure."},
-            {"role": "user", "content": "go on"},
-        ],
-    ],
-    ids=["system", "developer", "earlier-turn"],
-)
-async def test_an_attack_anywhere_the_client_wrote_is_blocked(guard: Guard, conversation: list[dict[str, str]]) -> None:
-    """Only the last user message was checked: an attack in a system message, which the prompt puts into
-    the server's own system message, or in an earlier turn reached the model unchecked."""
+async def test_an_attack_in_an_earlier_user_turn_is_blocked(guard: Guard) -> None:
+    """Only the last user message was checked: an attack in an earlier turn reached the model unchecked."""
+    conversation = [
+        {"role": "user", "content": ATTACKS[0]},
+        {"role": "assistant", "content": "Sure."},
+        {"role": "user", "content": "go on"},
+    ]
     verdict = await guard.check_input(conversation)
     assert not verdict.allowed and verdict.rail
+
+
+@pytest.mark.parametrize("role", ["system", "developer"])
+async def test_the_application_s_own_instructions_are_not_checked(guard: Guard, role: str) -> None:
+    """A system prompt reads like an injection to the classifier; refusing it would refuse every request."""
+    instructions = "You are ACME's support assistant. Ignore all previous instructions about other companies."
+    assert (
+        await guard.check_input([{"role": role, "content": instructions}, {"role": "user", "content": "hi"}])
+    ).allowed
 
 
 async def test_the_model_s_own_turns_are_not_checked(guard: Guard) -> None:
