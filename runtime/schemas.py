@@ -225,7 +225,7 @@ class Usage(BaseModel):
 
 
 class RetrieveRequest(RequestModel):
-    query: str = Field(min_length=1)
+    query: str = Field(min_length=1, max_length=4096)
     top_k: StrictInt | None = Field(None, ge=1, le=100)
     mode: Literal["dense", "sparse", "hybrid"] | None = None
     filter: dict[str, FilterValue] | None = None

@@ -173,6 +173,14 @@ def test_retrieve_endpoint_ranks_the_matching_document_first(client: TestClient)
     assert data[0]["score"] >= data[1]["score"]
 
 
+def test_a_retrieve_query_past_what_retrieval_reads_is_refused(client: TestClient) -> None:
+    """The embedder reads 256 tokens of a query; the rest only cost encoding time, off the event loop but
+    not free (a 1 MiB query took the BM25 encoder 0.3 s)."""
+    r = client.post("/v1/retrieve", json={"query": "zorblax " * 1000})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "query", r.text
+    assert "4096" in r.json()["error"]["message"]
+
+
 def test_models_health_ready_metrics(client: TestClient) -> None:
     assert client.get("/v1/models").json()["data"][0]["id"] == "fake-model"
     assert client.get("/health").json() == {"status": "ok"}
