@@ -137,7 +137,7 @@ class ChatService:
         Its heading and source name go into the prompt too, so they are checked with it: a document whose
         title addressed the model got in through the label of a chunk under it."""
         assert self.guard is not None
-        labels = [label for p in passages for label in (p.heading, p.source) if label.strip()]
+        labels = list(dict.fromkeys(label for p in passages for label in (p.heading, p.source) if label.strip()))
         start = time.perf_counter()
         try:
             checked = await self.guard.check_retrieval([p.text for p in passages] + labels)
