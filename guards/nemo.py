@@ -190,6 +190,8 @@ class NemoGuard:
             return Verdict.ok()
         # NeMo's input rails read the last user message; the earlier ones are checked one by one beside it.
         earlier = [m for m in dict.fromkeys(user_written(messages[:-1])) if m != messages[-1]["content"]]
+        if not earlier:
+            return await self._check([dict(m) for m in messages], "input")
         verdicts = await asyncio.gather(
             self._check([dict(m) for m in messages], "input"),
             *(self._check([{"role": "user", "content": text}], "input") for text in earlier),
