@@ -189,16 +189,23 @@ class EdgeStore:
         await self._call(shard.close)
         os.replace(partial, folder)  # a version folder exists only once it is a complete, empty shard
 
-    async def state(self, version: str) -> tuple[DocState, dict[str, str]]:
+    async def state(self, version: str, doc_id: str | None = None) -> tuple[DocState, dict[str, str]]:
         import qdrant_edge as qe
 
         shard = await self._shard(version)
         docs: DocState = {}
         sources: dict[str, str] = {}
         offset: Any = None
+        where = None
+        if doc_id is not None:
+            where = qe.Filter(must=[qe.FieldCondition(key="doc_id", match=qe.MatchValue(doc_id))])
         while True:
             request = qe.ScrollRequest(
-                offset=offset, limit=SCROLL_PAGE, with_payload=["doc_id", "content_hash", "source"], with_vector=False
+                offset=offset,
+                limit=SCROLL_PAGE,
+                filter=where,
+                with_payload=["doc_id", "content_hash", "source"],
+                with_vector=False,
             )
             records, offset = await self._call(shard.scroll, request)
             _tally((r.payload or {} for r in records), docs, sources)

@@ -342,7 +342,7 @@ class Indexer:
         version = await self.store.published()
         if version is None:
             return False
-        state, _ = await self.store.state(version)
+        state, _ = await self.store.state(version, doc_id)
         if doc_id not in state:
             return False
         await self.store.delete_document(version, doc_id)

@@ -114,8 +114,9 @@ class VectorStore(Protocol):
 
     async def create_version(self, version: str, dimension: int) -> None: ...
 
-    async def state(self, version: str) -> tuple[DocState, dict[str, str]]:
-        """What `version` holds ({doc_id: {hash: count}}) and each doc_id's source."""
+    async def state(self, version: str, doc_id: str | None = None) -> tuple[DocState, dict[str, str]]:
+        """What `version` holds ({doc_id: {hash: count}}) and each doc_id's source; with `doc_id`, of that
+        document alone, found by a filter (a delete read every point of the collection: 1 s at 100k)."""
         ...
 
     async def upsert(
@@ -329,13 +330,19 @@ class QdrantStore:
             for key in ("doc_id", "source", "tenant"):
                 await self._client.create_payload_index(version, key, models.PayloadSchemaType.KEYWORD)
 
-    async def state(self, version: str) -> tuple[DocState, dict[str, str]]:
+    async def state(self, version: str, doc_id: str | None = None) -> tuple[DocState, dict[str, str]]:
+        from qdrant_client import models
+
         docs: DocState = {}
         sources: dict[str, str] = {}
         offset = None
+        where = None
+        if doc_id is not None:
+            where = models.Filter(must=[models.FieldCondition(key="doc_id", match=models.MatchValue(value=doc_id))])
         while True:
             points, offset = await self._client.scroll(
                 version,
+                scroll_filter=where,
                 limit=1024,
                 offset=offset,
                 with_payload=["doc_id", "content_hash", "source"],
@@ -465,10 +472,11 @@ class InMemoryStore:
     async def create_version(self, version: str, dimension: int) -> None:
         self._versions.setdefault(version, {})
 
-    async def state(self, version: str) -> tuple[DocState, dict[str, str]]:
+    async def state(self, version: str, doc_id: str | None = None) -> tuple[DocState, dict[str, str]]:
         docs: DocState = {}
         sources: dict[str, str] = {}
-        _tally((data for _, _, data in self._versions[version].values()), docs, sources)
+        points = self._versions[version].values()
+        _tally((data for _, _, data in points if doc_id is None or data["doc_id"] == doc_id), docs, sources)
         return docs, sources
 
     async def upsert(

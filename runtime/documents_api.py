@@ -151,7 +151,7 @@ async def delete_document(doc_id: str, indexer: IndexerDep, jobs: Jobs, settings
                 f"GET /v1/jobs/{job.id} says done"
             )
     version = await indexer.store.published()
-    sources = (await indexer.store.state(version))[1] if version else {}
+    sources = (await indexer.store.state(version, doc_id))[1] if version else {}
     if doc_id not in sources:
         raise NotFoundError(f"no document {doc_id} in {indexer.store.alias!r} (see GET /v1/documents)")
     await indexer.remove(doc_id)

@@ -88,6 +88,9 @@ async def test_state_counts_points_per_document_and_hash(store: VectorStore) -> 
     state, sources = await store.state(V1)
     assert set(state) == {"a", "b"} and sources["a"] == "a.md"
     assert list(state["a"].values()) == [1]
+    one, one_source = await store.state(V1, "b")
+    assert one == {"b": state["b"]} and one_source == {"b": "b.md"}, "one document's state, by a filter"
+    assert await store.state(V1, "missing") == ({}, {})
 
 
 async def test_delete_keeps_only_the_named_hash(store: VectorStore) -> None:
