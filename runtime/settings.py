@@ -336,8 +336,12 @@ def describe_errors(exc: ValidationError) -> list[str]:
         given = error.get("input")
         secret = "SecretStr" in str(Settings.model_fields[name].annotation)
         value = "" if secret or error["type"] == "missing" or isinstance(given, dict) else f" = {given!r}"
-        lines.append(f"{where}{value}: {message}")
+        lines.append(_USERINFO.sub("***@", f"{where}{value}: {message}"))
     return lines
+
+
+# The user:password@ of a URL, with or without its scheme (an entry missing "http://" is the likely error).
+_USERINFO = re.compile(r"(?:(?<=://)|(?<=['\"\s,\[]))[^\s/@'\",\[\]]+@")
 
 
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:

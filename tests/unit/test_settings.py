@@ -90,6 +90,16 @@ def test_the_report_names_each_variable_its_value_and_no_secret(
     assert line.startswith("RIPPLE_DEFAULT_MAX_TOKENS (2000) exceeds RIPPLE_MAX_TOKENS_LIMIT"), line
 
 
+def test_credentials_in_a_bad_upstream_url_are_not_printed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An entry without its scheme is refused with the value given, which carried its password."""
+    monkeypatch.setenv("RIPPLE_UPSTREAM_URLS", "svc:s3cr3t@gpu-1:8000/v1,http://u:pw9@gpu-2:8000/v1")
+    with pytest.raises(ValidationError) as refused:
+        Settings()
+    (line,) = describe_errors(refused.value)
+    assert "gpu-1:8000/v1" in line and "must start with http://" in line, line
+    assert "s3cr3t" not in line and "pw9" not in line and "svc" not in line, line
+
+
 def test_secrets_are_not_printed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RIPPLE_QDRANT_API_KEY", "hunter2")
     s = Settings()
