@@ -25,12 +25,11 @@ import base64
 import contextlib
 import functools
 import logging
-import re
 import time
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from runtime.errors import BadRequestError, NotReadyError, OverloadedError, UpstreamError
 from runtime.generation import Delta, Message, SamplingOptions
@@ -351,23 +350,17 @@ def _http_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-_AUTHORITY = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)?(?P<authority>[^/?#]*)")
-
-
 def _without_credentials(url: str) -> tuple[str, dict[str, str] | None]:
     """`url` without the `user:password@` of its authority, and the Basic auth header httpx would have sent
     for them. Credentials are a secret: httpx logs every request's URL, and Ripple's messages and logs name
     servers by theirs; scheme, host, port and path still tell the servers apart."""
-    match = _AUTHORITY.match(url)
-    assert match is not None  # both groups match the empty string
-    userinfo, at, host = match["authority"].rpartition("@")  # httpx too reads userinfo up to the last '@'
-    if not at:
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
         return url, None
-    stripped = (match["scheme"] or "") + host + url[match.end() :]
-    username, _, password = userinfo.partition(":")
-    if not username and not password:
+    stripped = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    if not parts.username and not parts.password:
         return stripped, None
-    token = base64.b64encode(f"{unquote(username)}:{unquote(password)}".encode()).decode()
+    token = base64.b64encode(f"{unquote(parts.username or '')}:{unquote(parts.password or '')}".encode()).decode()
     return stripped, {"Authorization": f"Basic {token}"}
 
 
