@@ -337,16 +337,16 @@ class Indexer:
             docs[doc_id] = _Doc(source, doc_id, chunks, new=not held, remaining=len(chunks))
             pending.extend(chunks)
 
-    async def remove(self, doc_id: str) -> bool:
-        """Delete a document from the published version; False when it is not there."""
+    async def remove(self, doc_id: str) -> str | None:
+        """Delete a document from the published version: its source, or None when it is not there."""
         version = await self.store.published()
         if version is None:
-            return False
-        state, _ = await self.store.state(version, doc_id)
-        if doc_id not in state:
-            return False
+            return None
+        _, sources = await self.store.state(version, doc_id)
+        if doc_id not in sources:
+            return None
         await self.store.delete_document(version, doc_id)
-        return True
+        return sources[doc_id]
 
     async def gc(self) -> list[str]:
         """Drop every version of the collection but the published one."""

@@ -150,12 +150,10 @@ async def delete_document(doc_id: str, indexer: IndexerDep, jobs: Jobs, settings
                 f"document {doc_id} is being indexed by job {job.id} ({job.status}): delete it once "
                 f"GET /v1/jobs/{job.id} says done"
             )
-    version = await indexer.store.published()
-    sources = (await indexer.store.state(version, doc_id))[1] if version else {}
-    if doc_id not in sources:
+    source = await indexer.remove(doc_id)
+    if source is None:
         raise NotFoundError(f"no document {doc_id} in {indexer.store.alias!r} (see GET /v1/documents)")
-    await indexer.remove(doc_id)
-    uploaded = Path(sources[doc_id])
+    uploaded = Path(source)
     if uploaded.absolute().parent == settings.upload_dir.absolute():
         uploaded.unlink(missing_ok=True)
-    return {"id": doc_id, "source": sources[doc_id], "deleted": True}
+    return {"id": doc_id, "source": source, "deleted": True}
