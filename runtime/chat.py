@@ -145,7 +145,7 @@ class ChatService:
             self.metrics.rails_seconds.labels("retrieval").observe(time.perf_counter() - start)
         verdicts: dict[str, str | None] = dict(zip(labels, checked[len(passages) :], strict=True))
         kept = []
-        for p, text in zip(passages, checked, strict=False):
+        for p, text in zip(passages, checked[: len(passages)], strict=True):
             heading = verdicts.get(p.heading, p.heading)  # cleaned; None when flagged
             if text is not None and heading is not None and verdicts.get(p.source, p.source) is not None:
                 kept.append(replace(p, text=text, heading=heading))
