@@ -3,14 +3,20 @@
 Features are TF-IDF weighted character n-grams (1-4, within word boundaries, as scikit-learn's
 `char_wb`), scored by a logistic regression; a text is also scored sentence by sentence and keeps
 its highest score, because deepset-style attacks append an instruction to a harmless question and
-the harmless part would otherwise dilute it. The weights live in `guards/artifacts/injection.npz`
-(vocabulary, idf, coefficients) with `injection.json` (threshold, provenance, cross-validated
-metrics); `python -m guards.train_injection` rebuilds both. Loading reads those two files only:
-no pickle, no hub, no training data.
+the harmless part would otherwise dilute it. A text longer than most training prompts (`window_chars`,
+the 90% quantile of their lengths) is not scored whole: its sentences are, and runs of consecutive
+sentences that fit that length, so the model only judges texts of the lengths it learned from. Scored
+whole, a pasted Wikipedia paragraph with a question was refused 24% of the time.
 
-Deliberately left out: sentence-embedding features (measured: +1-2 points of detection for an
-embedder call per check; see the training report) and any LLM judge (the default 135M model cannot
-judge safety).
+The weights live in `guards/artifacts/injection.npz` (vocabulary, idf, coefficients) with
+`injection.json` (threshold, window length, provenance, cross-validated metrics);
+`python -m guards.train_injection` rebuilds both. Loading reads those two files only: no pickle,
+no hub, no training data.
+
+Deliberately left out: sentence-embedding features in the classifier (measured: +1-2 points of
+detection for an embedder call per check; see the README) and any LLM judge (the default 135M model
+cannot judge safety). Sentence embeddings serve only as `LongTextVeto`, a second opinion on long texts
+the classifier flags, where the embedder call is paid by those alone.
 """
 
 from __future__ import annotations
@@ -20,14 +26,16 @@ import math
 import re
 import unicodedata
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from guards.checks import strip_hidden
 
 ARTIFACT = Path(__file__).parent / "artifacts" / "injection.npz"
+VETO_ARTIFACT = Path(__file__).parent / "artifacts" / "injection_veto.npz"
 
 NGRAMS = (1, 4)
 MIN_COVERAGE = 0.5
@@ -37,6 +45,16 @@ attacks written in Khmer and Russian, scripts the vocabulary barely covers."""
 _WHITESPACE = re.compile(r"\s\s+")
 # Sentence ends, and literal "\n" sequences (deepset prompts carry them escaped).
 _SEGMENTS = re.compile(r"(?<=[.!?\n])\s+|\\n")
+
+
+def _read_artifact(path: Path, what: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The arrays of `path` (.npz, no pickle) and its .json beside it."""
+    meta_path = path.with_suffix(".json")
+    if not path.is_file() or not meta_path.is_file():
+        raise FileNotFoundError(f"no {what} at {path} (+ .json): rebuild it with `python -m guards.train_injection`")
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {name: data[name] for name in data.files}
+    return arrays, json.loads(meta_path.read_text())
 
 
 def normalise(text: str) -> str:
@@ -74,40 +92,127 @@ class InjectionClassifier:
     threshold: float
     meta: dict[str, object]
     ngrams: tuple[int, int] = NGRAMS
+    window_chars: int | None = None
+    """Texts longer than this are scored by windows of sentences (see `score`); None scores every text whole."""
 
     @classmethod
     def load(cls, path: Path = ARTIFACT) -> InjectionClassifier:
-        meta_path = path.with_suffix(".json")
-        if not path.is_file() or not meta_path.is_file():
-            raise FileNotFoundError(
-                f"no injection classifier at {path} (+ .json): rebuild it with `python -m guards.train_injection`"
-            )
-        with np.load(path, allow_pickle=False) as data:
-            grams = [str(g) for g in data["vocabulary"]]
-            idf = data["idf"].astype(np.float64)
-            coef = data["coef"].astype(np.float64)
-            intercept = float(data["intercept"])
-        meta = json.loads(meta_path.read_text())
+        data, meta = _read_artifact(path, "injection classifier")
+        grams = [str(g) for g in data["vocabulary"]]
+        idf = data["idf"].astype(np.float64)
+        coef = data["coef"].astype(np.float64)
+        intercept = float(data["intercept"])
         lo, hi = meta.get("ngram_range", NGRAMS)
-        return cls({g: i for i, g in enumerate(grams)}, idf, coef, intercept, float(meta["threshold"]), meta, (lo, hi))
+        window = meta.get("window_chars")
+        return cls(
+            {g: i for i, g in enumerate(grams)},
+            idf,
+            coef,
+            intercept,
+            float(meta["threshold"]),
+            meta,
+            (lo, hi),
+            None if window is None else int(window),
+        )
 
-    def _score_one(self, text: str) -> float:
+    @cached_property
+    def _weights(self) -> tuple[list[float], list[float]]:
+        """idf and coefficients as lists: the window's per-n-gram updates index them one at a time."""
+        return self.idf.tolist(), self.coef.tolist()
+
+    def _counts(self, text: str) -> dict[int, int]:
         counts: dict[int, int] = {}
         for gram in char_ngrams(text, self.ngrams):
             i = self.vocabulary.get(gram)
             if i is not None:
                 counts[i] = counts.get(i, 0) + 1
+        return counts
+
+    def _probability(self, dot: float, norm: float) -> float:
+        """The score of a text whose tf-idf weights w give dot = w . coef and norm = |w| (0: no known n-gram)."""
+        z = (dot / norm if norm > 0 else 0.0) + self.intercept
+        return 1.0 / (1.0 + math.exp(-z))
+
+    def _score_counts(self, counts: dict[int, int]) -> float:
         if not counts:
-            return 1.0 / (1.0 + math.exp(-self.intercept))
+            return self._probability(0.0, 0.0)
         idx = np.fromiter(counts, dtype=np.int64, count=len(counts))
         tf = 1.0 + np.log(np.fromiter(counts.values(), dtype=np.float64, count=len(counts)))
         weights = tf * self.idf[idx]
-        z = float(weights @ self.coef[idx]) / float(np.linalg.norm(weights)) + self.intercept
-        return 1.0 / (1.0 + math.exp(-z))
+        return self._probability(float(weights @ self.coef[idx]), float(np.linalg.norm(weights)))
+
+    def _score_one(self, text: str) -> float:
+        return self._score_counts(self._counts(text))
 
     def score(self, text: str) -> float:
-        """Probability-like score in [0, 1]: the highest of the whole text and each of its sentences."""
-        return max([self._score_one(text), *(self._score_one(s) for s in segments(text))])
+        """Probability-like score in [0, 1]. A text up to `window_chars` long: the highest of the whole text and
+        each of its sentences. A longer one: the highest of its sentences and of its windows."""
+        parts = segments(text)
+        if self.window_chars is None or len(text) <= self.window_chars or not parts:
+            return max([self._score_one(text), *(self._score_one(s) for s in parts)])
+        return self._windows_best(parts, self.window_chars)[0]
+
+    def windows(self, text: str) -> list[str]:
+        """The texts `score` judges `text` by: itself and its sentences when it is up to `window_chars` long;
+        else its sentences and, from each sentence on, the longest run of them that fits (joined by spaces)."""
+        parts = segments(text)
+        if self.window_chars is None or len(text) <= self.window_chars or not parts:
+            return [text, *parts]
+        runs = []
+        for start in range(len(parts)):
+            end, joined = start + 1, parts[start]
+            while end < len(parts) and len(joined) + 1 + len(parts[end]) <= self.window_chars:
+                joined, end = f"{joined} {parts[end]}", end + 1
+            if end - start > 1:
+                runs.append(joined)
+        return [*parts, *runs]
+
+    def top_window(self, text: str) -> str:
+        """What of `text` gave it its score: a text up to `window_chars` long (or without sentences) is judged
+        whole and is its own window; of a longer one, its highest-scoring sentence or window."""
+        parts = segments(text)
+        if self.window_chars is None or len(text) <= self.window_chars or not parts:
+            return text
+        _, start, end = self._windows_best(parts, self.window_chars)
+        return " ".join(parts[start:end])
+
+    def _windows_best(self, parts: list[str], limit: int) -> tuple[float, int, int]:
+        """The highest score of each part alone and of each window, with where it is (`parts[start:end]`). A window
+        is the longest run of consecutive parts that
+        starts at a part and fits `limit` characters, joined by single spaces (a run of one part is the part).
+        The window slides, its n-gram counts, dot product and squared norm updated as parts enter and leave,
+        so the work grows with the text's length, not with length x window."""
+        counted = [self._counts(p) for p in parts]
+        best = max((self._score_counts(c), i, i + 1) for i, c in enumerate(counted))
+        idf, coef = self._weights
+        window: dict[int, int] = {}  # the window's count of each n-gram
+        dot = square = 0.0
+
+        def move(part: int, sign: int) -> None:
+            nonlocal dot, square
+            for i, n in counted[part].items():
+                old = window.get(i, 0)
+                new = old + sign * n
+                w_old = (1.0 + math.log(old)) * idf[i] if old else 0.0
+                w_new = (1.0 + math.log(new)) * idf[i] if new else 0.0
+                dot += (w_new - w_old) * coef[i]
+                square += w_new * w_new - w_old * w_old
+                window[i] = new
+
+        end = length = 0  # the window is parts[start:end]; `length` its characters, joined
+        for start in range(len(parts)):
+            if end == start:
+                dot = square = 0.0  # the counts are back to 0 exactly; no rounding carried across a gap
+                move(start, 1)
+                end, length = start + 1, len(parts[start])
+            while end < len(parts) and length + 1 + len(parts[end]) <= limit:
+                move(end, 1)
+                end, length = end + 1, length + 1 + len(parts[end])
+            if end - start > 1:
+                best = max(best, (self._probability(dot, math.sqrt(max(square, 0.0))), start, end))
+            move(start, -1)
+            length -= len(parts[start]) + (1 if end - start > 1 else 0)
+        return best
 
     def coverage(self, text: str) -> float:
         """The share of the text's letter-bearing n-grams that the classifier has weights for."""
@@ -119,6 +224,45 @@ class InjectionClassifier:
         mostly cannot (`MIN_COVERAGE`), a few punctuation n-grams decide the score alone, and any plain
         question in Russian scored 0.8-0.97 ("Пожалуйста, помоги мне." 0.97)."""
         return self.score(text) > self.threshold and self.coverage(text) >= MIN_COVERAGE
+
+
+@dataclass(frozen=True)
+class LongTextVeto:
+    """A second opinion on a long text that the classifier flags, from the meaning of the part that made it:
+    a logistic regression over the embedding model's vector of the flagged window (`top_window`).
+
+    Character n-grams judge by wording, and the second person and imperatives of documentation read like
+    instructions to them: scored in windows, 88% of pasted pieces of the HTTPX docs were still flagged,
+    and 74% of this project's own docs. The veto is trained on the deepset train split, SQuAD questions and,
+    as hard negatives, the windows the classifier flags in this project's docs and in SQuAD paragraphs;
+    its threshold lets through at most 2% of the training attacks (out of fold). It only ever clears a
+    flag, on texts longer than the classifier's windows, and only where the retrieval embedder is the
+    model it was trained on (`embed_model`)."""
+
+    coef: np.ndarray
+    intercept: float
+    threshold: float
+    embed_model: str
+    meta: dict[str, object]
+
+    @classmethod
+    def load(cls, path: Path = VETO_ARTIFACT) -> LongTextVeto:
+        data, meta = _read_artifact(path, "long-text veto")
+        coef = data["coef"].astype(np.float64)
+        return cls(coef, float(data["intercept"]), float(meta["threshold"]), str(meta["embed_model"]), meta)
+
+    def score(self, vector: object) -> float:
+        z = float(np.asarray(vector, dtype=np.float64) @ self.coef) + self.intercept
+        return 1.0 / (1.0 + math.exp(-z))
+
+    def clears(self, vector: object) -> bool:
+        """Whether the flagged window this is the vector of reads as harmless."""
+        return self.score(vector) <= self.threshold
+
+
+@lru_cache(maxsize=1)
+def default_veto() -> LongTextVeto:
+    return LongTextVeto.load(VETO_ARTIFACT)
 
 
 @lru_cache(maxsize=1)

@@ -85,6 +85,19 @@ def test_refused_input_gets_content_filter(server: Server) -> None:
     assert chunks[-1].choices[0].finish_reason == "content_filter"
 
 
+def test_pasted_documentation_is_answered_and_an_attack_hidden_in_it_refused(server: Server) -> None:
+    """The server's input rail has the long-text veto: the n-gram classifier alone refuses this pasted piece
+    of documentation (tests/integration/test_injection_veto.py), the server answers it."""
+    from tests.integration.test_injection_veto import HIDDEN_ATTACKS, PASTED_DOCS
+
+    client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="unused")
+    for content, finish in ((PASTED_DOCS[0], {"stop", "length"}), (HIDDEN_ATTACKS[0], {"content_filter"})):
+        completion = client.chat.completions.create(
+            model="ripple", messages=[{"role": "user", "content": content}], max_tokens=8
+        )
+        assert completion.choices[0].finish_reason in finish, content
+
+
 def test_client_disconnect_leaves_no_request_in_the_engine(server: Server) -> None:
     body = {"messages": [{"role": "user", "content": QUESTION}], "stream": True, "max_tokens": 400, "ignore_eos": True}
     with httpx.stream("POST", f"{server.base_url}/v1/chat/completions", json=body, timeout=120) as r:

