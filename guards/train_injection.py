@@ -1,6 +1,6 @@
-"""Train the injection classifier and its long-text veto; write `guards/artifacts/injection{,_veto}.{npz,json}`.
+"""Train the injection classifier and write `guards/artifacts/injection.{npz,json}`.
 
-    python -m guards.train_injection [--data ../shared/data] [--out guards/artifacts/injection.npz] [--no-veto]
+    python -m guards.train_injection [--data ../shared/data] [--out guards/artifacts/injection.npz]
 
 Training data: the deepset prompt-injection train split (546 prompts, 203 attacks) plus SQuAD v1.1
 dev questions as extra benign prompts (ordinary questions, so that a question is not an attack
@@ -10,18 +10,6 @@ Texts longer than the 90% quantile of the deepset train prompts' lengths are sco
 sentences of that length (`InjectionClassifier.score`); that length is fixed from the training split too.
 The deepset test split, XSTest and JailbreakBench are never trained on nor used to choose anything;
 when present they are scored at the end, for information.
-
-The long-text veto (`guards.injection.LongTextVeto`) is a logistic regression over the retrieval
-embedder's vectors (RIPPLE_EMBED_MODEL, the packaged all-MiniLM-L6-v2 by default; the veto records
-which). Positives: the deepset train attacks; negatives: its benign prompts, 500 of the SQuAD questions,
-and hard negatives mined with the classifier just trained: the window it scores highest in each of this
-project's docs (pieces of about 800 characters, leaving out the guardrails page, which quotes attacks,
-and any piece that matches attack phrasings) and of
-400 paragraphs from the first half of SQuAD dev's articles with a question, plus every window of those
-docs it flags. The threshold: the out-of-fold score (5 folds) above which 98% of the training attacks
-fall, so it clears at most 2% of them. Its hard negatives come from the docs as they are when it is
-trained, so a retrain after a docs edit can move it a little. None of the evaluation's long benign sets
-(`benchmarks/injection_wider.py`: the other half of SQuAD's articles, SciFact, the HTTPX docs) is used.
 
 Needs scikit-learn (a dependency of sentence-transformers) at training time only.
 """
@@ -34,7 +22,7 @@ import logging
 import random
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -43,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from guards.evaluation import load_labelled
-from guards.injection import ARTIFACT, NGRAMS, VETO_ARTIFACT, InjectionClassifier, char_ngrams
+from guards.injection import ARTIFACT, NGRAMS, InjectionClassifier, char_ngrams
 
 logger = logging.getLogger(__name__)
 
@@ -53,11 +41,6 @@ SQUAD_NEGATIVES = 1500
 C = 10.0
 SEED = 0
 WINDOW_QUANTILE = 0.9
-VETO_KEEP = 0.98
-VETO_QUESTIONS = 500
-VETO_PARAGRAPHS = 400
-DOCS = Path(__file__).resolve().parent.parent / "docs"
-DOCS_CHUNK = 800
 
 
 def squad_questions(path: Path, n: int) -> list[str]:
@@ -219,109 +202,10 @@ def save(model: InjectionClassifier, out: Path, meta: dict[str, Any]) -> None:
     out.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
-def docs_pieces(folder: Path = DOCS, size: int = DOCS_CHUNK) -> list[str]:
-    """This project's docs in pieces of about `size` characters, as a user would paste them, but for the
-    guardrails page, which quotes attacks as examples; pieces that match attack phrasings are left out too."""
-    from guards.checks import looks_planted
-
-    pieces = []
-    for path in sorted(p for p in folder.glob("*.md") if p.name != "guardrails.md"):
-        piece = ""
-        for paragraph in path.read_text().split("\n\n"):
-            piece += paragraph + "\n\n"
-            if len(piece) > size:
-                if not looks_planted(piece):
-                    pieces.append(f"Explain this part of the docs:\n\n{piece}")
-                piece = ""
-    return pieces
-
-
-def squad_paragraphs(path: Path, n: int) -> list[str]:
-    """Paragraphs of the first half of SQuAD dev's articles, each followed by its first question."""
-    articles = json.loads(path.read_text())["data"]
-    texts = [
-        f"{p['context']}\n\nBased on the text above: {p['qas'][0]['question']}"
-        for article in articles[: len(articles) // 2]
-        for p in article["paragraphs"]
-    ]
-    return random.Random(SEED).sample(texts, min(n, len(texts)))
-
-
-@dataclass(frozen=True)
-class TrainedVeto:
-    coef: np.ndarray
-    intercept: float
-    threshold: float
-    meta: dict[str, Any]
-
-
-def train_veto(
-    classifier: InjectionClassifier,
-    texts: list[str],
-    labels: list[int],
-    n_deepset: int,
-    data: Path,
-    embed: Callable[[Sequence[str]], Sequence[Sequence[float]]],
-    embed_model: str,
-) -> TrainedVeto:
-    """The long-text veto for `classifier` (see the module docstring)."""
-    from sklearn.linear_model import LogisticRegression
-
-    started = time.perf_counter()
-    long_benign = docs_pieces() + squad_paragraphs(data / "squad/dev-v1.1.json", VETO_PARAGRAPHS)
-    hard = [classifier.top_window(t) for t in long_benign]
-    hard += [
-        w
-        for t in docs_pieces()
-        for w in classifier.windows(t)
-        if classifier.score(w) > classifier.threshold and w not in hard
-    ]
-    rows = texts[: n_deepset + VETO_QUESTIONS] + hard
-    y = np.array(labels[: n_deepset + VETO_QUESTIONS] + [0] * len(hard))
-    x = np.array([v for i in range(0, len(rows), 64) for v in embed(rows[i : i + 64])], dtype=np.float64)
-
-    def fit_lr(idx: np.ndarray) -> Any:
-        return LogisticRegression(max_iter=5000, class_weight="balanced").fit(x[idx], y[idx])
-
-    oof = np.zeros(len(rows))
-    for train_idx, held_idx in folds(list(y)):
-        oof[held_idx] = fit_lr(train_idx).predict_proba(x[held_idx])[:, 1]
-    # the highest threshold that clears at most 1 - VETO_KEEP of the training attacks (0: it clears none)
-    attacks = np.sort(oof[y == 1])
-    cleared = int(len(attacks) * (1 - VETO_KEEP))
-    threshold = float(attacks[cleared - 1]) if cleared else 0.0
-    lr = fit_lr(np.arange(len(rows)))
-    n_train = n_deepset + VETO_QUESTIONS
-    meta = {
-        "kind": "logistic regression over the embedding of the window the n-gram classifier flagged",
-        "embed_model": embed_model,
-        "threshold": threshold,
-        "threshold_rule": f"clears at most {1 - VETO_KEEP:.0%} of the training attacks (out-of-fold, 5 folds)",
-        "training_data": {
-            "deepset/prompt-injections train (Apache-2.0)": n_deepset,
-            "SQuAD v1.1 dev questions as benign (CC BY-SA 4.0)": VETO_QUESTIONS,
-            "hard negatives: windows the classifier flags in docs/*.md and SQuAD v1.1 dev paragraphs": len(hard),
-        },
-        "cv": {
-            "training_attacks_cleared": float((oof[y == 1] <= threshold).mean()),
-            "hard_negatives_cleared": float((oof[n_train:] <= threshold).mean()),
-            "deepset_benign_cleared": float((oof[:n_deepset][y[:n_deepset] == 0] <= threshold).mean()),
-        },
-        "train_seconds": round(time.perf_counter() - started, 1),
-    }
-    return TrainedVeto(np.asarray(lr.coef_[0]), float(lr.intercept_[0]), threshold, meta)
-
-
-def save_veto(veto: TrainedVeto, out: Path) -> None:
-    np.savez_compressed(out, coef=veto.coef.astype(np.float32), intercept=np.float64(veto.intercept))
-    out.with_suffix(".json").write_text(json.dumps(veto.meta, indent=2) + "\n")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DATA, help="the shared data folder (guards/, squad/)")
     parser.add_argument("--out", type=Path, default=ARTIFACT)
-    parser.add_argument("--no-veto", action="store_true", help="train the n-gram classifier only")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -372,26 +256,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.out.stat().st_size / 1024,
         trained.seconds,
     )
-    if not args.no_veto:
-        from runtime.components import build_embedder
-        from runtime.settings import Settings
-
-        embedder = build_embedder(Settings(**{}))  # the environment's RIPPLE_ settings, as the server reads them
-        embedder.start()
-        veto = train_veto(model, texts, labels, n_deepset, args.data, embedder.embed, embedder.model_id)
-        out = args.out.parent / VETO_ARTIFACT.name
-        save_veto(veto, out)
-        cleared = veto.meta["cv"]
-        logger.info(
-            "long-text veto (%s), threshold %.4f: clears %s of the training attacks and %s of the hard negatives "
-            "(out of fold); wrote %s in %.0f s",
-            veto.meta["embed_model"],
-            veto.threshold,
-            pct(cleared["training_attacks_cleared"]).strip(),
-            pct(cleared["hard_negatives_cleared"]).strip(),
-            out,
-            veto.meta["train_seconds"],
-        )
     return 0
 
 

@@ -275,7 +275,6 @@ def eval_guards(
     whole input rail through NeMo Guardrails (the rails config of RIPPLE_GUARDS_CONFIG, local rails only)."""
     from guards.evaluation import evaluate_input_rails, load_labelled, no_llm, table
     from guards.nemo import NemoGuard
-    from runtime.components import build_embedder
 
     _check_json_target(json_path)
     settings = _settings()
@@ -285,16 +284,7 @@ def eval_guards(
         _fail(str(exc))
 
     async def run() -> dict[str, Any]:
-        # The server's embedder: the input rail's long-text veto reads its vectors.
-        embedder = build_embedder(settings)
-        await asyncio.to_thread(embedder.start)
-        guard = NemoGuard(
-            settings.guards_config,
-            no_llm,
-            embed=embedder.embed,
-            embed_model=embedder.model_id,
-            direct=settings.guards_direct,
-        )
+        guard = NemoGuard(settings.guards_config, no_llm, direct=settings.guards_direct)
         await guard.start()
         try:
             return await evaluate_input_rails(data, guard)

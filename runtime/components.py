@@ -178,7 +178,6 @@ def build_guard(settings: Settings, generator: Generator, embedder: Embedder | N
         chat_function(generator),
         model_name=settings.served_model_name,
         embed=embedder.embed if embedder is not None else None,
-        embed_model=embedder.model_id if embedder is not None else None,
         direct=settings.guards_direct,
     )
 
