@@ -28,7 +28,6 @@ import unicodedata
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -48,16 +47,6 @@ _BARE_WORD = re.compile(r"(?<!\S)(?:(?![^\W\d_])\S)+(?!\S)")
 _WHITESPACE = re.compile(r"\s\s+")
 # Sentence ends, and literal "\n" sequences (deepset prompts carry them escaped).
 _SEGMENTS = re.compile(r"(?<=[.!?\n])\s+|\\n")
-
-
-def _read_artifact(path: Path, what: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """The arrays of `path` (.npz, no pickle) and its .json beside it."""
-    meta_path = path.with_suffix(".json")
-    if not path.is_file() or not meta_path.is_file():
-        raise FileNotFoundError(f"no {what} at {path} (+ .json): rebuild it with `python -m guards.train_injection`")
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {name: data[name] for name in data.files}
-    return arrays, json.loads(meta_path.read_text())
 
 
 def normalise(text: str) -> str:
@@ -100,11 +89,17 @@ class InjectionClassifier:
 
     @classmethod
     def load(cls, path: Path = ARTIFACT) -> InjectionClassifier:
-        data, meta = _read_artifact(path, "injection classifier")
-        grams = [str(g) for g in data["vocabulary"]]
-        idf = data["idf"].astype(np.float64)
-        coef = data["coef"].astype(np.float64)
-        intercept = float(data["intercept"])
+        meta_path = path.with_suffix(".json")
+        if not path.is_file() or not meta_path.is_file():
+            raise FileNotFoundError(
+                f"no injection classifier at {path} (+ .json): rebuild it with `python -m guards.train_injection`"
+            )
+        with np.load(path, allow_pickle=False) as data:
+            grams = [str(g) for g in data["vocabulary"]]
+            idf = data["idf"].astype(np.float64)
+            coef = data["coef"].astype(np.float64)
+            intercept = float(data["intercept"])
+        meta = json.loads(meta_path.read_text())
         lo, hi = meta.get("ngram_range", NGRAMS)
         window = meta.get("window_chars")
         return cls(
